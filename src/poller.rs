@@ -1,0 +1,257 @@
+//! The only writer of ingested data: fetch a page -> decode each log -> presign new hashes
+//! -> commit submissions, rejected logs, URLs and the cursor in one transaction. Because the
+//! cursor moves only inside that transaction, a crash at any moment loses nothing and doubles
+//! nothing: the uncommitted page is fetched again and inserts are idempotent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::events::{Decoded, EventSpec};
+use crate::metrics::Metrics;
+use crate::mirror::{MirrorClient, MirrorError, Page, PageRequest};
+use crate::presign::Presigner;
+use crate::status::PollStatus;
+use crate::store::{CachedUrl, NewRejected, NewSubmission, PageBatch, Store, StoreError};
+use crate::types::{ConsensusTimestamp, Cursor};
+
+/// Why a catch-up stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The mirror node failed in a way retrying did not fix.
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The mirror node served something no correct server would.
+    #[error("mirror node protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Submissions newly stored.
+    pub indexed: u64,
+    /// Logs newly quarantined.
+    pub rejected: u64,
+    /// The cursor afterwards.
+    pub cursor: Option<Cursor>,
+}
+
+/// The ingest loop.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    client: MirrorClient,
+    store: Store,
+    spec: Arc<EventSpec>,
+    presigner: Arc<Presigner>,
+    contract: String,
+    start: ConsensusTimestamp,
+    interval: Duration,
+    status: Arc<PollStatus>,
+    metrics: Arc<Metrics>,
+}
+
+/// How many pages in a row may bring nothing new before the server is deemed broken.
+const MAX_STALLED_PAGES: u32 = 3;
+
+impl Poller {
+    /// Builds the poller.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: MirrorClient,
+        store: Store,
+        spec: Arc<EventSpec>,
+        presigner: Arc<Presigner>,
+        contract: String,
+        start: ConsensusTimestamp,
+        interval: Duration,
+        status: Arc<PollStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            spec,
+            presigner,
+            contract,
+            start,
+            interval,
+            status,
+            metrics,
+        }
+    }
+
+    /// Polls until shutdown: catch up, wait `poll_interval`, repeat. Faults are logged and
+    /// waited out; this returns only when `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.catch_up(&cancel).await {
+                Ok(c) => {
+                    failures = 0;
+                    if c.indexed > 0 || c.rejected > 0 {
+                        info!(indexed = c.indexed, rejected = c.rejected, cursor = ?c.cursor.map(|c| c.to_string()), "caught up");
+                    }
+                    self.interval
+                }
+                Err(PollError::Mirror(MirrorError::Cancelled)) => return,
+                Err(e) => {
+                    failures += 1;
+                    error!(error = %e, failures, "poll failed");
+                    self.status.failed(e.to_string());
+                    // Back off on errors that retrying the same request cannot fix quickly.
+                    self.interval
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(300))
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Fetches and commits pages until the mirror node's head (a page with no `next`).
+    pub async fn catch_up(&self, cancel: &CancellationToken) -> Result<CatchUp, PollError> {
+        let mut cursor = self.store.cursor(&self.contract).await?;
+        self.status.set_cursor(cursor);
+        let mut total = CatchUp {
+            cursor,
+            ..CatchUp::default()
+        };
+        let mut request = match cursor {
+            Some(c) => PageRequest::After(c),
+            None => PageRequest::From(self.start),
+        };
+        let mut stalled = 0u32;
+        loop {
+            let page = self
+                .client
+                .fetch(&request, cancel, |n| {
+                    self.status
+                        .failed(format!("{} (retry {} in {:?})", n.reason, n.attempt, n.wait))
+                })
+                .await?;
+            let served = page.logs.len();
+            let before = cursor;
+            let (batch, next) = self.build_batch(page, cursor).await?;
+            if batch.cursor.is_some() {
+                let outcome = self.store.commit_page(&self.contract, &batch).await?;
+                cursor = batch.cursor;
+                total.indexed += outcome.inserted;
+                total.rejected += outcome.rejected;
+                self.metrics.submissions_indexed.inc_by(outcome.inserted);
+                self.metrics.logs_rejected.inc_by(outcome.rejected);
+            }
+            total.cursor = cursor;
+            debug!(served, cursor = ?cursor.map(|c| c.to_string()), "page committed");
+            let Some(next) = next else {
+                self.status.page_ok(cursor, true);
+                return Ok(total);
+            };
+            self.status.page_ok(cursor, false);
+            // A full page always has a `next`; follow it only if it continues from our cursor.
+            let Some(c) = cursor else {
+                return Err(PollError::Protocol("a page with a next link but no logs".into()));
+            };
+            if cursor == before {
+                stalled += 1;
+                if stalled >= MAX_STALLED_PAGES {
+                    return Err(PollError::Protocol(format!(
+                        "{stalled} pages in a row brought no log after cursor {c}; the mirror node is not paging"
+                    )));
+                }
+            } else {
+                stalled = 0;
+            }
+            request = if self.client.continues_after(&next, &c) {
+                PageRequest::Next(next)
+            } else {
+                warn!(cursor = %c, "not following a next link that does not continue from the cursor; resuming from the cursor");
+                PageRequest::After(c)
+            };
+        }
+    }
+
+    /// Decodes a page into a batch. Logs at or before `cursor` were handled already (a retry,
+    /// an overlapping or repeated page) and are skipped.
+    async fn build_batch(&self, page: Page, cursor: Option<Cursor>) -> Result<(PageBatch, Option<String>), PollError> {
+        let mut batch = PageBatch::default();
+        let mut last = cursor;
+        let mut new_hashes = BTreeMap::new();
+        for log in &page.logs {
+            let timestamp: ConsensusTimestamp = log
+                .timestamp
+                .parse()
+                .map_err(|e| PollError::Protocol(format!("log index {}: {e}", log.index)))?;
+            let position = Cursor {
+                timestamp,
+                index: log.index,
+            };
+            if cursor.is_some_and(|c| position <= c) {
+                continue;
+            }
+            if last.is_none_or(|l| position > l) {
+                last = Some(position);
+            }
+            let topics = log.topics.as_deref().unwrap_or_default();
+            match self.spec.decode(topics, log.data.as_deref()) {
+                Decoded::Ignored => {}
+                Decoded::Submission(s) => {
+                    new_hashes.entry(s.hash.clone()).or_insert(());
+                    batch.submissions.push(NewSubmission {
+                        task_id: s.task_id,
+                        trainer: s.trainer,
+                        weights_hash: s.hash.as_str().to_owned(),
+                        timestamp,
+                        log_index: log.index,
+                        transaction_hash: log.transaction_hash.clone(),
+                        block_number: log.block_number,
+                        contract_id: log.contract_id.clone().unwrap_or_else(|| self.contract.clone()),
+                        fields_json: serde_json::to_string(&s.fields).unwrap_or_else(|_| "{}".into()),
+                    });
+                }
+                Decoded::Rejected(reason) => {
+                    warn!(timestamp = %timestamp, index = log.index, %reason, "log quarantined in rejected_logs");
+                    batch.rejected.push(NewRejected {
+                        timestamp,
+                        log_index: log.index,
+                        transaction_hash: log.transaction_hash.clone(),
+                        reason,
+                        raw_json: serde_json::to_string(log).unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        // Presign at ingest so the first click is a cache hit. A failure loses nothing: the
+        // submission is stored and its URL is made on the first lookup.
+        for hash in new_hashes.into_keys() {
+            match self.presigner.presign(&hash).await {
+                Ok(u) => {
+                    self.metrics.presigns.inc();
+                    batch.urls.push((
+                        hash.as_str().to_owned(),
+                        CachedUrl {
+                            url: u.url,
+                            expires_at: u.expires_at,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    self.metrics.presign_failures.inc();
+                    debug!(error = %e, "presign at ingest failed; the URL will be made on first lookup");
+                    break;
+                }
+            }
+        }
+        batch.cursor = if last != cursor { last } else { None };
+        Ok((batch, page.next))
+    }
+}

@@ -1,0 +1,453 @@
+//! The SQLite store: the only place with SQL. It owns the schema (embedded migrations), the
+//! page commit that makes ingest exactly-once, the URL cache rows and the read queries behind
+//! the HTTP API. It knows nothing about HTTP, the mirror node or signing.
+//!
+//! Two pools over one file: a single-connection writer (SQLite allows one writer at a time;
+//! queueing in the pool is cheaper and fairer than spinning on `SQLITE_BUSY`) and a small
+//! reader pool that WAL lets run alongside it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+use crate::types::{ConsensusTimestamp, Cursor};
+
+/// Store failures. Callers branch only on "the database is unusable" vs a query failing, so
+/// this stays small.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be created or opened.
+    #[error("cannot open database {path:?}: {source}; check that the directory exists and is writable by this user")]
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A decoded submission ready to insert.
+#[derive(Debug, Clone)]
+pub struct NewSubmission {
+    /// Task id text.
+    pub task_id: String,
+    /// Trainer address, if configured.
+    pub trainer: Option<String>,
+    /// Object key (without prefix).
+    pub weights_hash: String,
+    /// Consensus timestamp of the log.
+    pub timestamp: ConsensusTimestamp,
+    /// Log index.
+    pub log_index: u32,
+    /// Transaction hash as served.
+    pub transaction_hash: Option<String>,
+    /// Block number as served.
+    pub block_number: Option<i64>,
+    /// Contract id as served (or configured).
+    pub contract_id: String,
+    /// Other decoded parameters, a JSON object of strings.
+    pub fields_json: String,
+}
+
+/// A quarantined log.
+#[derive(Debug, Clone)]
+pub struct NewRejected {
+    /// Consensus timestamp of the log.
+    pub timestamp: ConsensusTimestamp,
+    /// Log index.
+    pub log_index: u32,
+    /// Transaction hash as served.
+    pub transaction_hash: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The log as JSON.
+    pub raw_json: String,
+}
+
+/// A presigned URL and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct CachedUrl {
+    /// The full presigned URL (a bearer credential: never log it).
+    pub url: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Everything one page of logs produced, committed atomically with the cursor.
+#[derive(Debug, Default)]
+pub struct PageBatch {
+    /// New submissions.
+    pub submissions: Vec<NewSubmission>,
+    /// Quarantined logs.
+    pub rejected: Vec<NewRejected>,
+    /// URLs presigned at ingest: (hash, url) — inserted only where no URL is cached yet.
+    pub urls: Vec<(String, CachedUrl)>,
+    /// The last log of the page, if it had any.
+    pub cursor: Option<Cursor>,
+}
+
+/// What a page commit changed (duplicates already stored are not counted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Submissions newly stored.
+    pub inserted: u64,
+    /// Logs newly quarantined.
+    pub rejected: u64,
+}
+
+/// One submission with its cached URL, as the API and `task` print it.
+#[derive(Debug, Clone, FromRow)]
+pub struct WeightRow {
+    /// Task id.
+    pub task_id: String,
+    /// Trainer address.
+    pub trainer: Option<String>,
+    /// Object key.
+    pub weights_hash: String,
+    /// "seconds.nanos".
+    pub consensus_timestamp: String,
+    /// Log index.
+    pub log_index: i64,
+    /// Transaction hash.
+    pub transaction_hash: Option<String>,
+    /// JSON object of strings.
+    pub fields: String,
+    /// Cached URL, if any.
+    pub url: Option<String>,
+    /// Its expiry, unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// A row of the task list.
+#[derive(Debug, Clone, FromRow)]
+pub struct TaskSummary {
+    /// Task id.
+    pub task_id: String,
+    /// Number of submissions.
+    pub submissions: i64,
+    /// Newest submission's timestamp.
+    pub latest_consensus_timestamp: String,
+}
+
+/// A submission of one hash, for `/v1/weights/{hash}`.
+#[derive(Debug, Clone, FromRow)]
+pub struct HashSubmission {
+    /// Task id.
+    pub task_id: String,
+    /// Trainer address.
+    pub trainer: Option<String>,
+    /// "seconds.nanos".
+    pub consensus_timestamp: String,
+    /// Transaction hash.
+    pub transaction_hash: Option<String>,
+    /// Log index.
+    pub log_index: i64,
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if missing) the database at `path`. Does not migrate.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        create_private(path).map_err(|e| open_err(Box::new(e)))?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives any process crash (kill -9); after a power cut the
+            // last commits may roll back, which the cursor makes harmless: their pages are
+            // fetched again.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_err(Box::new(e)))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(Box::new(e)))?;
+        Ok(Self { write, read })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations").run(&self.write).await?;
+        Ok(())
+    }
+
+    /// Versions of embedded migrations not yet applied (for `check`).
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let applied: Vec<(i64,)> = match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1")
+            .fetch_all(&self.read)
+            .await
+        {
+            Ok(v) => v,
+            Err(_) => Vec::new(),
+        };
+        Ok(sqlx::migrate!("./migrations")
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.iter().any(|(a,)| a == v))
+            .collect())
+    }
+
+    /// Checks that the database answers and is writable.
+    pub async fn ping_writable(&self) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS ww_ping (x)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO ww_ping VALUES (1)").execute(&mut *tx).await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    /// Checks that the database answers a read.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    /// The committed cursor of `contract`, if it has one.
+    pub async fn cursor(&self, contract: &str) -> Result<Option<Cursor>, StoreError> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT consensus_timestamp, log_index FROM poller_cursor WHERE contract_id = ?")
+                .bind(contract)
+                .fetch_optional(&self.write)
+                .await?;
+        Ok(row.and_then(|(ts, index)| {
+            Some(Cursor {
+                timestamp: ts.parse().ok()?,
+                index: u32::try_from(index).ok()?,
+            })
+        }))
+    }
+
+    /// Commits one page: its submissions, rejected logs, ingest-time URLs and the cursor, in
+    /// one transaction. Inserts are idempotent on (consensus_timestamp, log_index), so a page
+    /// fetched twice (retries, restarts, overlapping pages) stores each log once.
+    pub async fn commit_page(&self, contract: &str, batch: &PageBatch) -> Result<PageOutcome, StoreError> {
+        let now = now_secs();
+        let mut outcome = PageOutcome::default();
+        let mut tx = self.write.begin().await?;
+        for s in &batch.submissions {
+            let ts = s.timestamp.to_string();
+            let inserted = sqlx::query(
+                "INSERT INTO weights_submissions (task_id, trainer, weights_hash, consensus_timestamp, log_index, \
+                 transaction_hash, block_number, contract_id, fields, consensus_ns, indexed_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (consensus_timestamp, log_index) DO NOTHING",
+            )
+            .bind(&s.task_id)
+            .bind(&s.trainer)
+            .bind(&s.weights_hash)
+            .bind(&ts)
+            .bind(i64::from(s.log_index))
+            .bind(&s.transaction_hash)
+            .bind(s.block_number)
+            .bind(&s.contract_id)
+            .bind(&s.fields_json)
+            .bind(s.timestamp.as_nanos())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                outcome.inserted += 1;
+                sqlx::query(
+                    "INSERT INTO tasks (task_id, submissions, latest_consensus_timestamp, latest_ns) VALUES (?, 1, ?, ?) \
+                     ON CONFLICT (task_id) DO UPDATE SET submissions = submissions + 1, \
+                     latest_consensus_timestamp = CASE WHEN excluded.latest_ns > tasks.latest_ns \
+                        THEN excluded.latest_consensus_timestamp ELSE tasks.latest_consensus_timestamp END, \
+                     latest_ns = MAX(tasks.latest_ns, excluded.latest_ns)",
+                )
+                .bind(&s.task_id)
+                .bind(&ts)
+                .bind(s.timestamp.as_nanos())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for r in &batch.rejected {
+            outcome.rejected += sqlx::query(
+                "INSERT INTO rejected_logs (consensus_timestamp, log_index, transaction_hash, reason, raw, rejected_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (consensus_timestamp, log_index) DO NOTHING",
+            )
+            .bind(r.timestamp.to_string())
+            .bind(i64::from(r.log_index))
+            .bind(&r.transaction_hash)
+            .bind(&r.reason)
+            .bind(&r.raw_json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        for (hash, url) in &batch.urls {
+            sqlx::query(
+                "INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (weights_hash) DO NOTHING",
+            )
+            .bind(hash)
+            .bind(&url.url)
+            .bind(url.expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(c) = batch.cursor {
+            sqlx::query(
+                "INSERT INTO poller_cursor (contract_id, consensus_timestamp, log_index, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (contract_id) DO UPDATE SET consensus_timestamp = excluded.consensus_timestamp, \
+                 log_index = excluded.log_index, updated_at = excluded.updated_at",
+            )
+            .bind(contract)
+            .bind(c.timestamp.to_string())
+            .bind(i64::from(c.index))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// A task's submissions with their cached URLs, oldest first.
+    pub async fn task_weights(&self, task_id: &str) -> Result<Vec<WeightRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.task_id, s.trainer, s.weights_hash, s.consensus_timestamp, s.log_index, s.transaction_hash, \
+             s.fields, p.url, p.expires_at FROM weights_submissions AS s \
+             LEFT JOIN presigned_urls AS p ON p.weights_hash = s.weights_hash \
+             WHERE s.task_id = ? ORDER BY s.consensus_ns, s.log_index",
+        )
+        .bind(task_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Tasks, newest submission first, ties by task id.
+    pub async fn tasks(&self, limit: u32) -> Result<Vec<TaskSummary>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT task_id, submissions, latest_consensus_timestamp FROM tasks \
+             ORDER BY latest_ns DESC, length(task_id), task_id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Every submission that recorded `hash`, oldest first (empty when the hash is unknown).
+    pub async fn hash_submissions(&self, hash: &str) -> Result<Vec<HashSubmission>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT task_id, trainer, consensus_timestamp, transaction_hash, log_index FROM weights_submissions \
+             WHERE weights_hash = ? ORDER BY consensus_ns, log_index",
+        )
+        .bind(hash)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Whether `hash` was seen in an indexed submission.
+    pub async fn hash_known(&self, hash: &str) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM weights_submissions WHERE weights_hash = ? LIMIT 1")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The cached URL of `hash`, if any (read from the writer, so it sees the latest refresh).
+    pub async fn cached_url(&self, hash: &str) -> Result<Option<CachedUrl>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT url, expires_at FROM presigned_urls WHERE weights_hash = ?")
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    /// Stores a freshly presigned URL for `hash`, replacing the old one.
+    pub async fn put_url(&self, hash: &str, url: &CachedUrl) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (weights_hash) DO UPDATE SET url = excluded.url, expires_at = excluded.expires_at, \
+             presigned_at = excluded.presigned_at",
+        )
+        .bind(hash)
+        .bind(&url.url)
+        .bind(url.expires_at)
+        .bind(now_secs())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// (submissions stored, logs rejected).
+    pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
+        Ok(
+            sqlx::query_as("SELECT (SELECT COUNT(*) FROM weights_submissions), (SELECT COUNT(*) FROM rejected_logs)")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// Creates the database file with mode 0600 if it does not exist, and tightens an existing
+/// file's mode: it holds presigned URLs, which are bearer credentials.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::metadata(path)?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -45,6 +45,9 @@ pub struct Submission {
     pub fields: BTreeMap<String, String>,
 }
 
+/// An event input as declared: (name, type, indexed).
+type Input = (String, ParamType, bool);
+
 /// Where a parameter lives in a log.
 #[derive(Debug, Clone, Copy)]
 enum Slot {
@@ -98,7 +101,7 @@ impl EventSpec {
 
     fn from_parts(
         name: &str,
-        inputs: Vec<(String, ParamType, bool)>,
+        inputs: Vec<Input>,
         settings: &EventSettings,
     ) -> Result<Self, EventConfigError> {
         let kinds: Vec<ParamType> = inputs.iter().map(|(_, k, _)| k.clone()).collect();
@@ -120,9 +123,12 @@ impl EventSpec {
                 "task_id_field and hash_field name the same parameter".into(),
             ));
         }
+        // Unset, the trainer is the `trainer` address parameter if the event has one.
         let trainer = match &settings.trainer_field {
             Some(f) => Some(find("trainer_field", f)?),
-            None => None,
+            None => inputs
+                .iter()
+                .position(|(n, k, _)| n == "trainer" && *k == ParamType::Address),
         };
         let (_, task_kind, task_indexed) = &inputs[task];
         let (_, hash_kind, hash_indexed) = &inputs[hash];
@@ -424,16 +430,19 @@ fn known_type(ty: &str) -> bool {
         return split_top_level(inner).into_iter().all(|t| known_type(t.trim()));
     }
     let sized = |prefix: &str, ok: &dyn Fn(u32) -> bool| {
-        base.strip_prefix(prefix).is_some_and(|n| n.is_empty() || n.parse::<u32>().is_ok_and(ok))
+        base.strip_prefix(prefix)
+            .is_some_and(|n| n.is_empty() || n.parse::<u32>().is_ok_and(ok))
     };
     matches!(base, "address" | "bool" | "string" | "bytes")
         || sized("uint", &|n| n % 8 == 0 && (8..=256).contains(&n))
         || sized("int", &|n| n % 8 == 0 && (8..=256).contains(&n))
-        || base.strip_prefix("bytes").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| (1..=32).contains(&n)))
+        || base
+            .strip_prefix("bytes")
+            .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| (1..=32).contains(&n)))
 }
 
 /// Parses `Name(type [indexed] [name], ...)`.
-fn parse_signature(sig: &str) -> Result<(String, Vec<(String, ParamType, bool)>), EventConfigError> {
+fn parse_signature(sig: &str) -> Result<(String, Vec<Input>), EventConfigError> {
     let bad = |why: String| {
         EventConfigError(format!(
             "signature {sig:?} does not parse: {why}; write it like \"WeightsSubmitted(uint256 indexed taskId, address indexed trainer, string weightsHash, uint256 timestamp)\""
@@ -475,7 +484,7 @@ fn parse_signature(sig: &str) -> Result<(String, Vec<(String, ParamType, bool)>)
             .flatten()
             .ok_or_else(|| bad(format!("parameter {} has unknown type {ty:?}", i + 1)))?;
         let pname = pname.map(str::to_owned).unwrap_or_else(|| format!("arg{i}"));
-        if inputs.iter().any(|(n, _, _): &(String, ParamType, bool)| *n == pname) {
+        if inputs.iter().any(|(n, _, _): &Input| *n == pname) {
             return Err(bad(format!("parameter name {pname:?} appears twice")));
         }
         inputs.push((pname, kind, indexed));
@@ -483,7 +492,7 @@ fn parse_signature(sig: &str) -> Result<(String, Vec<(String, ParamType, bool)>)
     Ok((name.to_owned(), inputs))
 }
 
-fn from_abi_file(path: &Path, name: &str) -> Result<(String, Vec<(String, ParamType, bool)>), EventConfigError> {
+fn from_abi_file(path: &Path, name: &str) -> Result<(String, Vec<Input>), EventConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         EventConfigError(format!(
             "abi_path {:?} cannot be read ({e}); point it at a JSON ABI or a Hardhat/Foundry artifact",

@@ -227,7 +227,6 @@ impl Presigner {
             .map_err(|e| PresignError::Signing(e.to_string()))?
             .into_parts();
         let (_headers, query) = instructions.into_parts();
-        let mut url = url;
         for (i, (name, value)) in query.iter().enumerate() {
             url.push(if i == 0 { '?' } else { '&' });
             url.push_str(name);

@@ -210,13 +210,11 @@ impl Store {
 
     /// Versions of embedded migrations not yet applied (for `check`).
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        let applied: Vec<(i64,)> = match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1")
+        // No migrations table yet means nothing is applied.
+        let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1")
             .fetch_all(&self.read)
             .await
-        {
-            Ok(v) => v,
-            Err(_) => Vec::new(),
-        };
+            .unwrap_or_default();
         Ok(sqlx::migrate!("./migrations")
             .iter()
             .map(|m| m.version)

@@ -1,0 +1,6 @@
+//! The integration suite: one binary (fast to link), each test with its own fake mirror
+//! node, its own S3 server and its own SQLite file.
+
+mod ingest;
+mod support;
+mod vectors;

@@ -1,0 +1,90 @@
+//! Shared test fixtures: the fake mirror node, the in-process S3 server and `spawn_app`.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod mirror;
+pub mod s3;
+
+use std::path::PathBuf;
+
+/// A path inside the read-only `shared/` directory beside the repository.
+pub fn shared_path(relative: &str) -> PathBuf {
+    let root = std::env::var_os("WW_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    root.join(relative)
+}
+
+/// Every stored submission as (timestamp, index, task, trainer, hash), in chain order.
+pub async fn stored_submissions(db: &std::path::Path) -> Vec<mirror::Expected> {
+    let pool = open_db(db).await;
+    let rows: Vec<(String, i64, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT consensus_timestamp, log_index, task_id, trainer, weights_hash FROM weights_submissions \
+         ORDER BY consensus_ns, log_index",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("query submissions");
+    pool.close().await;
+    rows.into_iter()
+        .map(|(timestamp, index, task_id, trainer, hash)| mirror::Expected {
+            timestamp,
+            index: index as u32,
+            task_id,
+            trainer: trainer.unwrap_or_default(),
+            hash,
+        })
+        .collect()
+}
+
+/// Every quarantined log as (timestamp, index), sorted.
+pub async fn stored_rejections(db: &std::path::Path) -> Vec<(String, u32)> {
+    let pool = open_db(db).await;
+    let mut rows: Vec<(String, i64)> = sqlx::query_as("SELECT consensus_timestamp, log_index FROM rejected_logs")
+        .fetch_all(&pool)
+        .await
+        .expect("query rejected");
+    pool.close().await;
+    rows.sort();
+    rows.into_iter().map(|(t, i)| (t, i as u32)).collect()
+}
+
+/// The committed cursor as "timestamp/index".
+pub async fn stored_cursor(db: &std::path::Path) -> Option<String> {
+    let pool = open_db(db).await;
+    let row: Option<(String, i64)> = sqlx::query_as("SELECT consensus_timestamp, log_index FROM poller_cursor")
+        .fetch_optional(&pool)
+        .await
+        .expect("query cursor");
+    pool.close().await;
+    row.map(|(t, i)| format!("{t}/{i}"))
+}
+
+/// A plain connection to a test database.
+pub async fn open_db(db: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open test database")
+}
+
+/// Sorts expected poison positions the way `stored_rejections` does.
+pub fn sorted(mut v: Vec<(String, u32)>) -> Vec<(String, u32)> {
+    v.sort();
+    v
+}
+
+/// Asserts two chain-ordered lists are equal, reporting the first difference (not both lists).
+#[track_caller]
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
+        panic!("{what}: first difference at {i}: got {:?}, want {:?}", got[i], want[i]);
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: lengths differ (the shorter is a prefix of the longer)"
+    );
+}

@@ -16,8 +16,6 @@ pub enum ApiError {
     NotFound(String),
     /// 405: the route exists but not for this method.
     MethodNotAllowed,
-    /// 413: the body is over the limit.
-    PayloadTooLarge,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
     /// 503: a dependency (credentials, database) is unavailable right now.
@@ -33,7 +31,6 @@ impl IntoResponse for ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this route".to_owned(),
             ),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large".to_owned()),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the body as JSON with Content-Type: application/json".to_owned(),

@@ -74,13 +74,15 @@ pub fn router(state: ApiState, allowed_origins: &[String]) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route; see the README for the API".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .layer(cors)
+        // Innermost first: limits, then JSON errors + metrics around them, CORS outermost so
+        // that error answers carry CORS headers too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(cors)
         .with_state(state)
 }
 
@@ -89,11 +91,24 @@ async fn count_requests(State(state): State<ApiState>, request: Request, next: N
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    let mut response = response;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && response.headers().get(header::CONTENT_TYPE).is_none() {
-        // tower-http's body limit answers with a bare 413; keep every error JSON.
-        response = ApiError::PayloadTooLarge.into_response();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        // Layers and extractors (body limit, timeout) answer in plain text; every error of
+        // this API is JSON, so replace the body with the status's own reason.
+        let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+        let mut json = axum::Json(serde_json::json!({ "error": reason })).into_response();
+        *json.status_mut() = status;
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                json.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        response = json;
     }
     state
         .metrics

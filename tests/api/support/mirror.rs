@@ -1,7 +1,8 @@
 #![allow(dead_code)]
 //! A fake Hedera mirror node serving `GET /api/v1/contracts/{contractIdOrAddress}/results/logs`
 //! with the documented semantics (validation, keyset pagination on (timestamp, index), topic
-//! filters, relative `next` links), plus fault injection for tests.
+//! filters, relative `next` links) and `GET /api/v1/contracts/{contractIdOrAddress}` (the
+//! contract entity, which `check` asks for), plus fault injection for tests.
 //!
 //! Self-contained: only tokio, axum 0.8, serde_json, ethabi 18, hex, rand 0.9, http 1, tracing and
 //! hyper-util 0.1 (its `service` module, which reqwest's `client-legacy` feature enables).
@@ -1055,6 +1056,9 @@ impl Shared {
         let Some(rest) = path.strip_prefix("/api/v1/contracts/") else {
             return not_found();
         };
+        if !rest.is_empty() && !rest.contains('/') {
+            return self.contract(rest);
+        }
         let Some(raw_id) = rest.strip_suffix("/results/logs") else {
             return not_found();
         };
@@ -1345,6 +1349,42 @@ impl Shared {
         }
         out.push_str("}}");
         (StatusCode::OK, out)
+    }
+
+    /// `GET /api/v1/contracts/{contractIdOrAddress}`: the contract entity (a subset of the real
+    /// fields) for our contract in any accepted id form, 404 with an `_status` body otherwise.
+    fn contract(&self, raw_id: &str) -> (StatusCode, String) {
+        match self.resolve_contract(raw_id) {
+            Err(e) => e,
+            Ok(Target::UnknownId) => (StatusCode::NOT_FOUND, error_body(&["Not found".to_owned()])),
+            Ok(Target::Ours) => {
+                let created = {
+                    let logs = self.logs.read().unwrap_or_else(|e| e.into_inner());
+                    logs.first()
+                        .map_or_else(|| "1700000000.000000000".to_owned(), Log::timestamp_string)
+                };
+                let body = serde_json::json!({
+                    "admin_key": null,
+                    "auto_renew_account": null,
+                    "auto_renew_period": 7_776_000,
+                    "contract_id": self.contract_id,
+                    "created_timestamp": created,
+                    "deleted": false,
+                    "evm_address": format!("0x{}", hex::encode(self.evm)),
+                    "expiration_timestamp": null,
+                    "file_id": format!("{}.{}.{}", self.shard, self.realm, self.num.saturating_sub(1)),
+                    "max_automatic_token_associations": 0,
+                    "memo": "",
+                    "obtainer_id": null,
+                    "permanent_removal": null,
+                    "proxy_account_id": null,
+                    "timestamp": { "from": created, "to": null },
+                    "bytecode": "0x",
+                    "runtime_bytecode": "0x",
+                });
+                (StatusCode::OK, body.to_string())
+            }
+        }
     }
 
     fn write_log(&self, out: &mut String, l: &Log) {

@@ -18,7 +18,7 @@ use crate::events::EventSpec;
 use crate::http::{ApiState, router};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorClient, RetryPolicy};
-use crate::poller::{CatchUp, Poller};
+use crate::poller::{CatchUp, Poller, RescanPolicy};
 use crate::presign::Presigner;
 use crate::status::PollStatus;
 use crate::store::Store;
@@ -31,6 +31,8 @@ pub struct AppOptions {
     pub retry: RetryPolicy,
     /// Fixed S3 credentials instead of the AWS credential chain.
     pub credentials: Option<Credentials>,
+    /// The late-arrival sweep.
+    pub rescan: RescanPolicy,
 }
 
 /// How long the HTTP server may drain after shutdown is requested. With the poller's
@@ -78,7 +80,8 @@ impl App {
             m.poll_interval,
             status.clone(),
             metrics.clone(),
-        );
+        )
+        .with_rescan(options.rescan);
         let urls = Arc::new(UrlCache::new(
             store.clone(),
             presigner,
@@ -144,24 +147,40 @@ impl App {
         notify(&[sd_notify::NotifyState::Ready]);
         let watchdog = spawn_watchdog(cancel.clone());
 
+        // `biased`: once the token fires, the server's graceful shutdown (and the poller) may
+        // finish at the same instant; an unbiased select could pick their branch and report a
+        // clean SIGTERM as "stopped unexpectedly". A handle consumed here must not be awaited
+        // again below ("JoinHandle polled after completion" panics, exiting 101), hence the flags.
+        let (mut server_done, mut polling_done) = (false, false);
         let outcome = tokio::select! {
+            biased;
             () = cancel.cancelled() => Ok(()),
-            r = &mut server => match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
-                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
-                Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task panicked")),
+            r = &mut server => {
+                server_done = true;
+                match r {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+                    Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task panicked")),
+                }
             },
-            r = &mut polling => match r {
-                Ok(()) => Err(anyhow::anyhow!("the poller stopped unexpectedly")),
-                Err(e) => Err(anyhow::Error::new(e).context("the poller task panicked")),
+            r = &mut polling => {
+                polling_done = true;
+                match r {
+                    Ok(()) => Err(anyhow::anyhow!("the poller stopped unexpectedly")),
+                    Err(e) => Err(anyhow::Error::new(e).context("the poller task panicked")),
+                }
             },
         };
         notify(&[sd_notify::NotifyState::Stopping]);
         cancel.cancel();
         // The poller stops at its next await point; a page being committed finishes first.
         let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-            let _ = (&mut polling).await;
-            let _ = (&mut server).await;
+            if !polling_done {
+                let _ = (&mut polling).await;
+            }
+            if !server_done {
+                let _ = (&mut server).await;
+            }
         })
         .await;
         if drained.is_err() {

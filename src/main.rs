@@ -74,14 +74,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The daemon reports through its log (journald); the one-shot commands talk to a person.
+    let daemon = matches!(cli.command, Command::Run { .. });
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::Runtime(e)) => {
+        Err(Failure::Runtime(e)) if daemon => {
             tracing::error!(error = format!("{e:#}"), "exiting");
+            ExitCode::from(1)
+        }
+        Err(Failure::Runtime(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }

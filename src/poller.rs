@@ -55,6 +55,28 @@ pub struct Poller {
     interval: Duration,
     status: Arc<PollStatus>,
     metrics: Arc<Metrics>,
+    rescan: RescanPolicy,
+}
+
+/// The late-arrival sweep: the mirror node serves logs in consensus order, but a log can
+/// become visible after later ones (a record file imported late). Every `every`, once caught
+/// up, the poller re-reads the `window` behind its cursor; inserts are idempotent, so only
+/// logs that were missed are added, and the cursor does not move.
+#[derive(Debug, Clone, Copy)]
+pub struct RescanPolicy {
+    /// How often to sweep (live mode only).
+    pub every: Duration,
+    /// How far behind the cursor to look.
+    pub window: Duration,
+}
+
+impl Default for RescanPolicy {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(60),
+            window: Duration::from_secs(300),
+        }
+    }
 }
 
 /// How many pages in a row may bring nothing new before the server is deemed broken.
@@ -84,17 +106,36 @@ impl Poller {
             interval,
             status,
             metrics,
+            rescan: RescanPolicy::default(),
         }
+    }
+
+    /// Replaces the late-arrival sweep policy.
+    pub fn with_rescan(mut self, rescan: RescanPolicy) -> Self {
+        self.rescan = rescan;
+        self
     }
 
     /// Polls until shutdown: catch up, wait `poll_interval`, repeat. Faults are logged and
     /// waited out; this returns only when `cancel` fires.
     pub async fn run(&self, cancel: CancellationToken) {
         let mut failures = 0u32;
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             let wait = match self.catch_up(&cancel).await {
                 Ok(c) => {
                     failures = 0;
+                    if last_sweep.elapsed() >= self.rescan.every
+                        && let Some(cursor) = c.cursor
+                    {
+                        last_sweep = tokio::time::Instant::now();
+                        match self.sweep(cursor, &cancel).await {
+                            Ok(0) => {}
+                            Ok(found) => warn!(found, "late-arrival sweep stored logs older than the cursor"),
+                            Err(PollError::Mirror(MirrorError::Cancelled)) => return,
+                            Err(e) => warn!(error = %e, "late-arrival sweep failed; the next one retries"),
+                        }
+                    }
                     if c.indexed > 0 || c.rejected > 0 {
                         info!(indexed = c.indexed, rejected = c.rejected, cursor = ?c.cursor.map(|c| c.to_string()), "caught up");
                     }
@@ -177,6 +218,35 @@ impl Poller {
                 warn!(cursor = %c, "not following a next link that does not continue from the cursor; resuming from the cursor");
                 PageRequest::After(c)
             };
+        }
+    }
+
+    /// Re-reads the window behind `cursor` and stores any log missing from it, without moving
+    /// the cursor. Returns how many submissions and rejections were new.
+    pub async fn sweep(&self, cursor: Cursor, cancel: &CancellationToken) -> Result<u64, PollError> {
+        let window_ns = i64::try_from(self.rescan.window.as_nanos()).unwrap_or(i64::MAX);
+        let from = ConsensusTimestamp::from_nanos(cursor.timestamp.as_nanos().saturating_sub(window_ns));
+        // (from, index -1] is not expressible; start just before `from` instead.
+        let mut position = Cursor {
+            timestamp: ConsensusTimestamp::from_nanos(from.as_nanos() - 1),
+            index: u32::MAX,
+        };
+        let mut found = 0;
+        loop {
+            let request = PageRequest::Between(position, cursor.timestamp);
+            let page = self.client.fetch(&request, cancel, |_| {}).await?;
+            let (mut batch, next) = self.build_batch(page, Some(position)).await?;
+            let Some(last) = batch.cursor.take() else {
+                return Ok(found);
+            };
+            let outcome = self.store.commit_page(&self.contract, &batch).await?;
+            found += outcome.inserted + outcome.rejected;
+            self.metrics.submissions_indexed.inc_by(outcome.inserted);
+            self.metrics.logs_rejected.inc_by(outcome.rejected);
+            if next.is_none() || last >= cursor {
+                return Ok(found);
+            }
+            position = last;
         }
     }
 

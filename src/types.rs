@@ -34,13 +34,26 @@ impl ConsensusTimestamp {
 
     /// Nanoseconds since the epoch, used as the store's sort key.
     pub fn as_nanos(self) -> i64 {
-        // Bounded by MAX_SECS in every constructor, so this cannot overflow.
-        (self.secs * 1_000_000_000 + u64::from(self.nanos)) as i64
+        // Bounded by MAX_SECS in every constructor, so this cannot overflow. The fields are
+        // public, though: a value built by hand past the bound saturates instead of
+        // panicking (debug) or wrapping to a negative key (release).
+        let ns = self
+            .secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(self.nanos));
+        i64::try_from(ns).unwrap_or(i64::MAX)
     }
 
-    /// Inverse of [`Self::as_nanos`].
+    /// Inverse of [`Self::as_nanos`]. Out-of-range input (a corrupt sort key, arithmetic on
+    /// one) is clamped into the type's bound rather than producing a value that `new` and
+    /// `from_str` would refuse.
     pub fn from_nanos(ns: i64) -> Self {
-        let ns = ns.max(0) as u64;
+        // Defect found by tests/api/properties.rs `from_nanos_stays_in_bounds`: only `max(0)`
+        // was applied, so ns >= (MAX_SECS + 1) * 1e9 gave secs = MAX_SECS + 1, a timestamp
+        // whose own Display did not parse back (and which broke the MAX_SECS invariant that
+        // `as_nanos` relies on).
+        const MAX_NANOS: i64 = ((MAX_SECS + 1) * 1_000_000_000 - 1) as i64;
+        let ns = ns.clamp(0, MAX_NANOS) as u64;
         Self {
             secs: ns / 1_000_000_000,
             nanos: (ns % 1_000_000_000) as u32,
@@ -225,6 +238,25 @@ mod tests {
         }
         let ns = ts.as_nanos();
         assert_eq!(ConsensusTimestamp::from_nanos(ns), ts);
+    }
+
+    /// Regression (found by the `from_nanos_stays_in_bounds` property): the largest sort
+    /// keys used to give `secs = MAX_SECS + 1`, whose text did not parse back.
+    #[test]
+    fn from_nanos_clamps_into_the_bound() {
+        for ns in [i64::MAX, 9_223_372_036_000_000_000, i64::MIN, -1] {
+            let ts = ConsensusTimestamp::from_nanos(ns);
+            assert!(ts.secs <= MAX_SECS, "{ns}: {ts:?}");
+            assert_eq!(ts.to_string().parse::<ConsensusTimestamp>(), Ok(ts), "{ns}");
+        }
+        let top = ConsensusTimestamp::new(MAX_SECS, 999_999_999).expect("the largest value");
+        assert_eq!(ConsensusTimestamp::from_nanos(i64::MAX), top);
+        assert_eq!(ConsensusTimestamp::from_nanos(top.as_nanos()), top);
+        let by_hand = ConsensusTimestamp {
+            secs: u64::MAX,
+            nanos: 999_999_999,
+        };
+        assert_eq!(by_hand.as_nanos(), i64::MAX, "saturates, never wraps negative");
     }
 
     #[test]

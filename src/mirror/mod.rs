@@ -100,6 +100,9 @@ pub enum PageRequest {
     After(Cursor),
     /// A `links.next` path that was checked to continue from the last page.
     Next(String),
+    /// Logs in `(from, to]` by (timestamp, index), `to` a timestamp: the late-arrival sweep
+    /// re-reads a window behind the cursor with this.
+    Between(Cursor, ConsensusTimestamp),
 }
 
 /// A page, as served.
@@ -183,6 +186,10 @@ impl MirrorClient {
             PageRequest::From(start) => format!("{base}&timestamp=gte:{start}"),
             PageRequest::After(c) => format!("{base}&timestamp=gte:{}&index=gt:{}", c.timestamp, c.index),
             PageRequest::Next(path) => path.clone(),
+            PageRequest::Between(from, to) => format!(
+                "{base}&timestamp=gte:{}&index=gt:{}&timestamp=lte:{to}",
+                from.timestamp, from.index
+            ),
         }
     }
 

@@ -18,14 +18,15 @@ use crate::types::{ConsensusTimestamp, Cursor};
 /// this stays small.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file could not be created or opened.
-    #[error("cannot open database {path:?}: {source}; check that the directory exists and is writable by this user")]
+    /// The file could not be created or opened for writing.
+    #[error(
+        "cannot open database {path:?}: {reason}; check that its directory exists, is writable by this user and is not on a full or read-only file system"
+    )]
     Open {
         /// The database path.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What went wrong (the cause's text, printed once rather than again as a source).
+        reason: String,
     },
     /// A migration failed.
     #[error("database migration failed: {0}")]
@@ -172,11 +173,8 @@ fn now_secs() -> i64 {
 impl Store {
     /// Opens (creating with mode 0600 if missing) the database at `path`. Does not migrate.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            path: path.to_path_buf(),
-            source: e,
-        };
-        create_private(path).map_err(|e| open_err(Box::new(e)))?;
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
+        create_private(path).map_err(|e| open_err(&e))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(false)
@@ -192,13 +190,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
-            .map_err(|e| open_err(Box::new(e)))?;
+            .map_err(|e| open_err(&e))?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(|e| open_err(Box::new(e)))?;
+            .map_err(|e| open_err(&e))?;
         Ok(Self { write, read })
     }
 
@@ -440,6 +438,9 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Opening for writing names the real problem (a read-only file system, say) where
+            // SQLite would only say "unable to open database file".
+            std::fs::OpenOptions::new().write(true).open(path)?;
             let meta = std::fs::metadata(path)?;
             if meta.permissions().mode() & 0o077 != 0 {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;

@@ -73,7 +73,7 @@ async fn the_ui_flow_downloads_the_exact_object_and_other_origins_are_refused() 
     );
 
     // Two page origins: same host, different ports, so different origins.
-    let (allowed, allowed_origin) = serve_page().await;
+    let (_allowed, allowed_origin) = serve_page().await;
     let (_other, other_origin) = serve_page().await;
 
     let mirror = FakeMirror::start().await;
@@ -125,18 +125,19 @@ async fn the_ui_flow_downloads_the_exact_object_and_other_origins_are_refused() 
         object.len()
     );
 
-    // 2. An origin not listed: the browser refuses the fetch, so nothing is presigned for it.
+    // 2. An origin not listed: the preflight answer has no Access-Control-Allow-Origin, so the
+    //    browser never sends the POST and the fetch rejects.
     chrome.load(&page, &format!("{other_origin}/?api={}", app.url)).await;
     let outcome = chrome.eval(&page, &format!("download({hash:?})")).await;
     assert!(
         outcome.starts_with("refused: TypeError"),
         "the page at {other_origin} (not in cors_allowed_origins) must be refused by CORS; it said {outcome:?}"
     );
-    let cors_errors = chrome.console_errors_mentioning("CORS");
+    let cors_errors = chrome.console_mentioning("has been blocked by CORS policy");
     assert!(
         !cors_errors.is_empty(),
-        "Chromium refused the fetch but logged no CORS error; console: {:?}",
-        chrome.console_errors_mentioning("")
+        "the fetch failed but Chromium logged no CORS refusal, so it failed for another reason; console: {:?}",
+        chrome.console_mentioning("")
     );
     assert_eq!(
         std::fs::read_dir(&downloads).expect("list downloads").count(),
@@ -145,7 +146,6 @@ async fn the_ui_flow_downloads_the_exact_object_and_other_origins_are_refused() 
     );
 
     chrome.close().await;
-    drop(allowed);
     app.stop().await;
 }
 
@@ -233,6 +233,14 @@ impl Chromium {
 
     /// Sends a command and waits (bounded) for its answer; panics on a DevTools error.
     async fn call(&mut self, method: &str, params: Value, page: Option<&Page>) -> Value {
+        match self.try_call(method, params, page).await {
+            Ok(result) => result,
+            Err(error) => self.fail(&format!("{method} failed: {error}")),
+        }
+    }
+
+    /// Sends a command and waits (bounded) for its answer: its result or its DevTools error.
+    async fn try_call(&mut self, method: &str, params: Value, page: Option<&Page>) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -248,10 +256,10 @@ impl Chromium {
         loop {
             let message = self.next_message(deadline, method).await;
             if message["id"] == json!(id) {
-                if let Some(error) = message.get("error") {
-                    self.fail(&format!("{method} failed: {error}"));
-                }
-                return message["result"].clone();
+                return match message.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(message["result"].clone()),
+                };
             }
             self.keep_event(message);
         }
@@ -319,9 +327,16 @@ impl Chromium {
             self.fail(&format!("cannot load {url}: {error}"));
         }
         let deadline = Instant::now() + WAIT;
-        while self.eval(page, "typeof download === 'function' && location.href").await != url {
+        loop {
+            // Until the new document commits, this runs in the old one (or in none: an error).
+            let ready = self
+                .try_eval(page, "typeof download === 'function' && location.href")
+                .await;
+            if ready.as_deref() == Ok(url) {
+                return;
+            }
             if Instant::now() > deadline {
-                self.fail(&format!("{url} did not load within {WAIT:?}"));
+                self.fail(&format!("{url} did not load within {WAIT:?}; last check: {ready:?}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -329,20 +344,26 @@ impl Chromium {
 
     /// Evaluates an expression (awaiting a promise) and returns its value as a string.
     async fn eval(&mut self, page: &Page, expression: &str) -> String {
-        let result = self
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
-                Some(page),
-            )
-            .await;
-        if let Some(exception) = result.get("exceptionDetails") {
-            self.fail(&format!("`{expression}` threw: {exception}"));
+        match self.try_eval(page, expression).await {
+            Ok(value) => value,
+            Err(error) => self.fail(&format!("`{expression}` failed: {error}")),
         }
-        match &result["result"]["value"] {
+    }
+
+    /// `eval`, returning a DevTools error or a JavaScript exception as `Err`.
+    async fn try_eval(&mut self, page: &Page, expression: &str) -> Result<String, String> {
+        let params = json!({"expression": expression, "awaitPromise": true, "returnByValue": true});
+        let result = self
+            .try_call("Runtime.evaluate", params, Some(page))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(exception) = result.get("exceptionDetails") {
+            return Err(format!("threw {exception}"));
+        }
+        Ok(match &result["result"]["value"] {
             Value::String(s) => s.clone(),
             other => other.to_string(),
-        }
+        })
     }
 
     /// Waits (bounded) for one download to start and complete; returns its file name (a GUID).
@@ -377,7 +398,7 @@ impl Chromium {
         }
     }
 
-    fn console_errors_mentioning(&self, needle: &str) -> Vec<String> {
+    fn console_mentioning(&self, needle: &str) -> Vec<String> {
         self.console.iter().filter(|t| t.contains(needle)).cloned().collect()
     }
 

@@ -4,7 +4,10 @@
 mod api;
 mod browser;
 mod cli;
+mod hostile;
 mod ingest;
 mod ops;
+mod properties;
+mod reliability;
 mod support;
 mod vectors;

@@ -106,19 +106,22 @@ pub struct TestApp {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-fn options(s3: Option<&S3Server>) -> AppOptions {
-    AppOptions {
-        retry: fast_retry(),
-        credentials: s3.map(S3Server::credentials),
-    }
+/// Test options: fast retries, the S3 server's credentials.
+pub fn options(s3: Option<&S3Server>) -> AppOptions {
+    AppOptions { retry: fast_retry(), credentials: s3.map(S3Server::credentials), ..AppOptions::default() }
 }
 
 /// Starts the daemon (poller + HTTP) in-process.
 pub async fn spawn_app(config: &Config, s3: Option<&S3Server>) -> TestApp {
+    spawn_app_with(config, options(s3)).await
+}
+
+/// Starts the daemon in-process with explicit options.
+pub async fn spawn_app_with(config: &Config, options: AppOptions) -> TestApp {
     let settings = config.settings();
     let spec = EventSpec::new(&settings.event).expect("event spec");
     let db_path = settings.database.path.clone();
-    let app = App::build(settings, spec, options(s3)).await.expect("app builds");
+    let app = App::build(settings, spec, options).await.expect("app builds");
     let metrics = app.metrics().clone();
     let listener = app.bind().await.expect("bind");
     let addr = listener.local_addr().expect("addr");

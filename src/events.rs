@@ -99,11 +99,7 @@ impl EventSpec {
         Self::from_parts(&name, inputs, settings)
     }
 
-    fn from_parts(
-        name: &str,
-        inputs: Vec<Input>,
-        settings: &EventSettings,
-    ) -> Result<Self, EventConfigError> {
+    fn from_parts(name: &str, inputs: Vec<Input>, settings: &EventSettings) -> Result<Self, EventConfigError> {
         let kinds: Vec<ParamType> = inputs.iter().map(|(_, k, _)| k.clone()).collect();
         let canonical = format!("{name}({})", type_list(&kinds));
         let topic0 = format!("0x{}", hex::encode(ethabi::long_signature(name, &kinds).0));
@@ -169,6 +165,17 @@ impl EventSpec {
             return Err(EventConfigError(format!(
                 "trainer_field {:?} is {}; it must be an address (or remove trainer_field)",
                 inputs[t].0, inputs[t].1
+            )));
+        }
+        // Defect found while fuzzing `decode` with exotic signatures: ethabi decodes an
+        // array element that occupies no bytes (`T[0]`, `()`) without consuming data, so a
+        // log declaring 2^32 - 1 elements of `uint256[0][]` made it build billions of tokens
+        // (out of memory) from 64 bytes. Neither is a Solidity type, so refuse them here,
+        // whether they came from a signature or an ABI file.
+        if let Some((pname, kind, _)) = inputs.iter().find(|(_, k, _)| has_zero_sized(k)) {
+            return Err(EventConfigError(format!(
+                "parameter {pname:?} has type {kind}, which contains a zero-length array or an empty tuple; \
+                 Solidity has no such type, fix the signature or ABI"
             )));
         }
         let indexed_count = inputs.iter().filter(|(_, _, i)| *i).count();
@@ -307,6 +314,16 @@ impl EventSpec {
     /// Whether a parameter of this name exists and is indexed (for tests and `check`).
     pub fn is_indexed(&self, name: &str) -> Option<bool> {
         self.params.iter().find(|p| p.name == name).map(|p| p.indexed)
+    }
+}
+
+/// Whether `kind` contains a type whose encoding takes no bytes: `T[0]` or `()`.
+fn has_zero_sized(kind: &ParamType) -> bool {
+    match kind {
+        ParamType::FixedArray(inner, n) => *n == 0 || has_zero_sized(inner),
+        ParamType::Tuple(items) => items.is_empty() || items.iter().any(has_zero_sized),
+        ParamType::Array(inner) => has_zero_sized(inner),
+        _ => false,
     }
 }
 
@@ -594,6 +611,36 @@ mod tests {
             "WeightsSubmitted(uint256 taskId, strang weightsHash, address trainer)",
         ));
         assert!(e.contains("unknown type \"strang\""), "{e}");
+    }
+
+    /// Regression: `uint256[0][]` (and `()[]`) used to be accepted, and a 64-byte log
+    /// declaring 2^32 - 1 elements then exhausted memory inside ethabi's decoder.
+    #[test]
+    fn zero_sized_types_are_refused() {
+        for sig in [
+            "WeightsSubmitted(uint256 indexed taskId, string weightsHash, uint256[0][] xs)",
+            "WeightsSubmitted(uint256 indexed taskId, string weightsHash, uint8[0] xs)",
+            "WeightsSubmitted(uint256 indexed taskId, string weightsHash, ()[] xs)",
+            "WeightsSubmitted(uint256 indexed taskId, string weightsHash, (uint8,(uint8[0]))[] xs)",
+        ] {
+            let mut s = settings(sig);
+            s.trainer_field = None;
+            let e = EventSpec::new(&s).expect_err(sig).to_string();
+            assert!(e.contains("zero-length array or an empty tuple"), "{sig}: {e}");
+        }
+        let mut s = settings("WeightsSubmitted(uint256 indexed taskId, string weightsHash, uint256[1][] xs)");
+        s.trainer_field = None;
+        let spec = EventSpec::new(&s).expect("non-empty fixed arrays are fine");
+        // The log that used to exhaust memory is now merely a well-formed-or-not log of a
+        // valid spec: with a one-element array type it needs 32 bytes per element and fails.
+        let mut data = ethabi::encode(&[Token::String("h".into()), Token::Uint(128u8.into())]);
+        data.extend_from_slice(&[0u8; 28]);
+        data.extend_from_slice(&[0xff; 4]);
+        let topics = vec![spec.topic0().to_owned(), format!("0x{}", "00".repeat(32))];
+        assert!(matches!(
+            spec.decode(&topics, Some(&format!("0x{}", hex::encode(data)))),
+            Decoded::Rejected(_)
+        ));
     }
 
     #[test]

@@ -311,11 +311,16 @@ async fn generate_presigned_url(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    // No Content-Type is accepted (the existing UI's call may omit it); any other must be
+    // application/json. Defect found by tests/api/hostile.rs: a Content-Type that was not
+    // visible ASCII (`application/\xffjson`) failed `to_str` and was treated as absent, so the
+    // body was parsed as JSON anyway; now it is a wrong content type like any other (415).
+    let json_type = headers.get(header::CONTENT_TYPE).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+    });
     if json_type == Some(false) {
         return Err(ApiError::UnsupportedMediaType);
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
 
 use crate::types::{ConsensusTimestamp, Cursor};
 
@@ -163,6 +163,9 @@ pub struct Store {
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Rows per multi-row INSERT: 11 parameters a row stays far below SQLite's 32,766 variables.
+const ROWS_PER_STATEMENT: usize = 500;
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -259,69 +262,80 @@ impl Store {
         let now = now_secs();
         let mut outcome = PageOutcome::default();
         let mut tx = self.write.begin().await?;
-        for s in &batch.submissions {
-            let ts = s.timestamp.to_string();
-            let inserted = sqlx::query(
+        // One multi-row statement per table: a page costs five statements, not hundreds
+        // (each statement is a round trip to sqlx's SQLite worker thread).
+        for chunk in batch.submissions.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO weights_submissions (task_id, trainer, weights_hash, consensus_timestamp, log_index, \
-                 transaction_hash, block_number, contract_id, fields, consensus_ns, indexed_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (consensus_timestamp, log_index) DO NOTHING",
-            )
-            .bind(&s.task_id)
-            .bind(&s.trainer)
-            .bind(&s.weights_hash)
-            .bind(&ts)
-            .bind(i64::from(s.log_index))
-            .bind(&s.transaction_hash)
-            .bind(s.block_number)
-            .bind(&s.contract_id)
-            .bind(&s.fields_json)
-            .bind(s.timestamp.as_nanos())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                outcome.inserted += 1;
-                sqlx::query(
-                    "INSERT INTO tasks (task_id, submissions, latest_consensus_timestamp, latest_ns) VALUES (?, 1, ?, ?) \
-                     ON CONFLICT (task_id) DO UPDATE SET submissions = submissions + 1, \
-                     latest_consensus_timestamp = CASE WHEN excluded.latest_ns > tasks.latest_ns \
-                        THEN excluded.latest_consensus_timestamp ELSE tasks.latest_consensus_timestamp END, \
-                     latest_ns = MAX(tasks.latest_ns, excluded.latest_ns)",
-                )
-                .bind(&s.task_id)
-                .bind(&ts)
-                .bind(s.timestamp.as_nanos())
-                .execute(&mut *tx)
-                .await?;
+                 transaction_hash, block_number, contract_id, fields, consensus_ns, indexed_at) ",
+            );
+            insert.push_values(chunk, |mut row, s| {
+                row.push_bind(&s.task_id)
+                    .push_bind(&s.trainer)
+                    .push_bind(&s.weights_hash)
+                    .push_bind(s.timestamp.to_string())
+                    .push_bind(i64::from(s.log_index))
+                    .push_bind(&s.transaction_hash)
+                    .push_bind(s.block_number)
+                    .push_bind(&s.contract_id)
+                    .push_bind(&s.fields_json)
+                    .push_bind(s.timestamp.as_nanos())
+                    .push_bind(now);
+            });
+            // RETURNING lists only the rows actually inserted: duplicates are skipped.
+            insert.push(" ON CONFLICT (consensus_timestamp, log_index) DO NOTHING RETURNING task_id, consensus_ns");
+            let inserted: Vec<(String, i64)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            outcome.inserted += inserted.len() as u64;
+            // Fold the new rows into the per-task summary: count and newest timestamp.
+            let mut per_task: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
+            for (task, ns) in inserted {
+                let entry = per_task.entry(task).or_insert((0, i64::MIN));
+                entry.0 += 1;
+                entry.1 = entry.1.max(ns);
             }
+            if per_task.is_empty() {
+                continue;
+            }
+            let mut upsert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO tasks (task_id, submissions, latest_consensus_timestamp, latest_ns) ",
+            );
+            upsert.push_values(&per_task, |mut row, (task, (count, ns))| {
+                row.push_bind(task)
+                    .push_bind(*count)
+                    .push_bind(ConsensusTimestamp::from_nanos(*ns).to_string())
+                    .push_bind(*ns);
+            });
+            upsert.push(
+                " ON CONFLICT (task_id) DO UPDATE SET submissions = tasks.submissions + excluded.submissions, \
+                 latest_consensus_timestamp = CASE WHEN excluded.latest_ns > tasks.latest_ns \
+                    THEN excluded.latest_consensus_timestamp ELSE tasks.latest_consensus_timestamp END, \
+                 latest_ns = MAX(tasks.latest_ns, excluded.latest_ns)",
+            );
+            upsert.build().execute(&mut *tx).await?;
         }
-        for r in &batch.rejected {
-            outcome.rejected += sqlx::query(
-                "INSERT INTO rejected_logs (consensus_timestamp, log_index, transaction_hash, reason, raw, rejected_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (consensus_timestamp, log_index) DO NOTHING",
-            )
-            .bind(r.timestamp.to_string())
-            .bind(i64::from(r.log_index))
-            .bind(&r.transaction_hash)
-            .bind(&r.reason)
-            .bind(&r.raw_json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        for chunk in batch.rejected.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO rejected_logs (consensus_timestamp, log_index, transaction_hash, reason, raw, rejected_at) ",
+            );
+            insert.push_values(chunk, |mut row, r| {
+                row.push_bind(r.timestamp.to_string())
+                    .push_bind(i64::from(r.log_index))
+                    .push_bind(&r.transaction_hash)
+                    .push_bind(&r.reason)
+                    .push_bind(&r.raw_json)
+                    .push_bind(now);
+            });
+            insert.push(" ON CONFLICT (consensus_timestamp, log_index) DO NOTHING");
+            outcome.rejected += insert.build().execute(&mut *tx).await?.rows_affected();
         }
-        for (hash, url) in &batch.urls {
-            sqlx::query(
-                "INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (weights_hash) DO NOTHING",
-            )
-            .bind(hash)
-            .bind(&url.url)
-            .bind(url.expires_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in batch.urls.chunks(ROWS_PER_STATEMENT) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) ");
+            insert.push_values(chunk, |mut row, (hash, url)| {
+                row.push_bind(hash).push_bind(&url.url).push_bind(url.expires_at).push_bind(now);
+            });
+            insert.push(" ON CONFLICT (weights_hash) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
         }
         if let Some(c) = batch.cursor {
             sqlx::query(
@@ -448,5 +462,82 @@ fn create_private(path: &Path) -> std::io::Result<()> {
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(task: &str, secs: u64, index: u32, hash: &str) -> NewSubmission {
+        NewSubmission {
+            task_id: task.into(),
+            trainer: Some("0xabc".into()),
+            weights_hash: hash.into(),
+            timestamp: ConsensusTimestamp::new(secs, 5).expect("valid"),
+            log_index: index,
+            transaction_hash: Some("0x01".into()),
+            block_number: Some(7),
+            contract_id: "0.0.1".into(),
+            fields_json: r#"{"round":"1"}"#.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_commit_exactly_once_with_their_cursor_and_task_summary() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let cursor = |secs, index| Some(Cursor { timestamp: ConsensusTimestamp::new(secs, 5).expect("ts"), index });
+        let page = PageBatch {
+            submissions: vec![submission("7", 10, 0, "a"), submission("7", 10, 1, "b"), submission("8", 11, 0, "c")],
+            rejected: vec![NewRejected {
+                timestamp: ConsensusTimestamp::new(12, 0).expect("ts"),
+                log_index: 0,
+                transaction_hash: None,
+                reason: "bad".into(),
+                raw_json: "{}".into(),
+            }],
+            urls: vec![("a".into(), CachedUrl { url: "https://u/a?sig".into(), expires_at: 99 })],
+            cursor: cursor(12, 0),
+        };
+        assert_eq!(store.commit_page("0.0.1", &page).await.expect("commit"), PageOutcome { inserted: 3, rejected: 1 });
+        // The same page again (a retry) and an overlapping one change nothing but the new row.
+        assert_eq!(store.commit_page("0.0.1", &page).await.expect("commit"), PageOutcome::default());
+        let overlap = PageBatch {
+            submissions: vec![submission("7", 10, 1, "b"), submission("7", 13, 0, "d"), submission("7", 13, 0, "d")],
+            cursor: cursor(13, 0),
+            ..PageBatch::default()
+        };
+        assert_eq!(store.commit_page("0.0.1", &overlap).await.expect("commit").inserted, 1);
+        assert_eq!(store.cursor("0.0.1").await.expect("cursor"), cursor(13, 0));
+        assert_eq!(store.cursor("0.0.2").await.expect("cursor"), None);
+        assert_eq!(store.counts().await.expect("counts"), (4, 1));
+        let tasks = store.tasks(10).await.expect("tasks");
+        let summary: Vec<(String, i64, String)> =
+            tasks.into_iter().map(|t| (t.task_id, t.submissions, t.latest_consensus_timestamp)).collect();
+        assert_eq!(summary, [("7".into(), 3, "13.000000005".into()), ("8".into(), 1, "11.000000005".into())]);
+        let rows = store.task_weights("7").await.expect("rows");
+        let hashes: Vec<&str> = rows.iter().map(|r| r.weights_hash.as_str()).collect();
+        assert_eq!(hashes, ["a", "b", "d"]);
+        assert_eq!(rows[0].url.as_deref(), Some("https://u/a?sig"));
+        assert_eq!(rows[1].url, None);
+        assert_eq!(rows[0].fields, r#"{"round":"1"}"#);
+        assert!(store.hash_known("c").await.expect("known"));
+        assert!(!store.hash_known("zz").await.expect("known"));
+        assert_eq!(store.hash_submissions("b").await.expect("subs").len(), 1);
+        // A refreshed URL replaces the old one; an ingest-time URL never does.
+        store.put_url("a", &CachedUrl { url: "https://u/a?new".into(), expires_at: 200 }).await.expect("put");
+        let again = PageBatch {
+            urls: vec![("a".into(), CachedUrl { url: "https://u/a?old".into(), expires_at: 1 })],
+            ..PageBatch::default()
+        };
+        store.commit_page("0.0.1", &again).await.expect("commit");
+        assert_eq!(store.cached_url("a").await.expect("url").map(|u| u.expires_at), Some(200));
+        assert!(store.pending_migrations().await.expect("pending").is_empty());
+        store.ping_writable().await.expect("writable");
+        store.close().await;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("t.db")).expect("meta").permissions());
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

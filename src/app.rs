@@ -135,11 +135,7 @@ impl App {
         let addr: SocketAddr = listener.local_addr()?;
         let app = router(self.api.clone(), &self.settings.http.cors_allowed_origins);
         let server_cancel = cancel.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(server_cancel.cancelled_owned())
-                .await
-        });
+        let mut server = tokio::spawn(crate::http::serve(listener, app, server_cancel));
         let poller = self.poller.clone();
         let poller_cancel = cancel.clone();
         let mut polling = tokio::spawn(async move { poller.run(poller_cancel).await });
@@ -158,8 +154,7 @@ impl App {
             r = &mut server => {
                 server_done = true;
                 match r {
-                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
-                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+                    Ok(()) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
                     Err(e) => Err(anyhow::Error::new(e).context("the HTTP server task panicked")),
                 }
             },

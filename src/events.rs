@@ -83,6 +83,8 @@ pub struct EventSpec {
     params: Vec<Param>,
     data_types: Vec<ParamType>,
     indexed_count: usize,
+    /// Longest log data decoded; longer is rejected before ethabi sees it.
+    max_data_hex: usize,
 }
 
 impl EventSpec {
@@ -216,12 +218,17 @@ impl EventSpec {
                 }
             })
             .collect();
+        // ethabi follows offsets without a size budget: with nested dynamic arrays a crafted
+        // log can make it build (data/32)^2 values. Such events get a tight cap; others a cap
+        // far above any real WeightsSubmitted log.
+        let max_data = if data_types.iter().any(nests_dynamic_arrays) { 8 * 1024 } else { 256 * 1024 };
         Ok(Self {
             topic0,
             canonical,
             params,
             data_types,
             indexed_count,
+            max_data_hex: 2 + 2 * max_data,
         })
     }
 
@@ -258,6 +265,14 @@ impl EventSpec {
             ));
         }
         let data = data.ok_or("log data is null")?;
+        if data.len() > self.max_data_hex {
+            return Err(format!(
+                "log data is {} bytes; {} accepts at most {}",
+                data.len() / 2,
+                self.canonical,
+                (self.max_data_hex - 2) / 2
+            ));
+        }
         let data = decode_hex(data).map_err(|e| format!("log data is not hex: {e}"))?;
         let values = if self.data_types.is_empty() {
             Vec::new()
@@ -314,6 +329,23 @@ impl EventSpec {
     /// Whether a parameter of this name exists and is indexed (for tests and `check`).
     pub fn is_indexed(&self, name: &str) -> Option<bool> {
         self.params.iter().find(|p| p.name == name).map(|p| p.indexed)
+    }
+}
+
+/// Whether `kind` has a dynamic array inside another array or tuple (`T[][]`, `(T[])[]`...).
+fn nests_dynamic_arrays(kind: &ParamType) -> bool {
+    fn has_array(k: &ParamType) -> bool {
+        match k {
+            ParamType::Array(_) => true,
+            ParamType::FixedArray(inner, _) => has_array(inner),
+            ParamType::Tuple(items) => items.iter().any(has_array),
+            _ => false,
+        }
+    }
+    match kind {
+        ParamType::Array(inner) | ParamType::FixedArray(inner, _) => has_array(inner) || nests_dynamic_arrays(inner),
+        ParamType::Tuple(items) => items.iter().any(nests_dynamic_arrays),
+        _ => false,
     }
 }
 
@@ -641,6 +673,18 @@ mod tests {
             spec.decode(&topics, Some(&format!("0x{}", hex::encode(data)))),
             Decoded::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn oversized_data_is_rejected_before_decoding() {
+        let spec = EventSpec::new(&settings(DEFAULT)).expect("valid");
+        let topics = vec![spec.topic0().to_owned(), format!("0x{}", "00".repeat(32)), format!("0x{}", "00".repeat(32))];
+        let huge = format!("0x{}", "00".repeat(256 * 1024 + 1));
+        assert!(matches!(spec.decode(&topics, Some(&huge)), Decoded::Rejected(r) if r.contains("at most")));
+        let mut s = settings("WeightsSubmitted(uint256 indexed taskId, string weightsHash, uint256[][] xs)");
+        s.trainer_field = None;
+        let nested = EventSpec::new(&s).expect("valid");
+        assert_eq!(nested.max_data_hex, 2 + 2 * 8 * 1024);
     }
 
     #[test]

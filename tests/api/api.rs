@@ -546,3 +546,24 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+#[tokio::test]
+async fn a_client_stalling_mid_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mirror = FakeMirror::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let app = spawn_app(&Config::new(&mirror, None, dir.path()), None).await;
+    let mut stalled = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("write");
+    // Others are served meanwhile.
+    assert_eq!(app.get("/healthz").await.0, 200);
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the server closed the stalled connection");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(5), "not before the header timeout ({waited:?})");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    app.stop().await;
+}

@@ -79,6 +79,56 @@ impl Default for RescanPolicy {
     }
 }
 
+/// A transaction of whole pages running while the next page is fetched.
+struct PendingCommit {
+    handle: tokio::task::JoinHandle<Result<crate::store::PageOutcome, StoreError>>,
+    cursor: Cursor,
+}
+
+/// The most pages grouped into one transaction.
+const MAX_PAGES_PER_COMMIT: usize = 20;
+
+/// The commit pipeline of a catch-up: at most one transaction running, and the pages decoded
+/// since it started.
+#[derive(Default)]
+struct Commits {
+    pending: Option<PendingCommit>,
+    buffered: Option<PageBatch>,
+    pages: usize,
+}
+
+impl Commits {
+    fn buffer(&mut self, batch: PageBatch) {
+        self.pages += 1;
+        match &mut self.buffered {
+            None => self.buffered = Some(batch),
+            Some(b) => {
+                b.submissions.extend(batch.submissions);
+                b.rejected.extend(batch.rejected);
+                b.urls.extend(batch.urls);
+                b.cursor = batch.cursor;
+            }
+        }
+    }
+
+    /// Whether to commit the buffer now: nothing is running (or it just finished), or the
+    /// buffer is as large as a transaction should get.
+    fn ready(&self) -> bool {
+        self.buffered.is_some()
+            && (self.pending.as_ref().is_none_or(|p| p.handle.is_finished()) || self.pages >= MAX_PAGES_PER_COMMIT)
+    }
+
+    /// Starts committing the buffer (the caller settled the previous commit).
+    fn start(&mut self, store: &Store, contract: &str) {
+        let Some(batch) = self.buffered.take() else { return };
+        let Some(cursor) = batch.cursor else { return };
+        self.pages = 0;
+        let (store, contract) = (store.clone(), contract.to_owned());
+        let handle = tokio::spawn(async move { store.commit_page(&contract, &batch).await });
+        self.pending = Some(PendingCommit { handle, cursor });
+    }
+}
+
 /// How many pages in a row may bring nothing new before the server is deemed broken.
 const MAX_STALLED_PAGES: u32 = 3;
 
@@ -161,43 +211,55 @@ impl Poller {
 
     /// Fetches and commits pages until the mirror node's head (a page with no `next`).
     pub async fn catch_up(&self, cancel: &CancellationToken) -> Result<CatchUp, PollError> {
-        let mut cursor = self.store.cursor(&self.contract).await?;
-        self.status.set_cursor(cursor);
-        let mut total = CatchUp {
-            cursor,
-            ..CatchUp::default()
-        };
+        let committed = self.store.cursor(&self.contract).await?;
+        self.status.set_cursor(committed);
+        let mut total = CatchUp { cursor: committed, ..CatchUp::default() };
+        // `cursor` is the last log decoded. The store's cursor trails it: one commit runs
+        // while the next page is fetched (still one request in flight), and pages decoded
+        // meanwhile are grouped into the next transaction. Each transaction holds whole pages
+        // and their cursor, so a crash at any moment leaves whole pages committed.
+        let mut cursor = committed;
         let mut request = match cursor {
             Some(c) => PageRequest::After(c),
             None => PageRequest::From(self.start),
         };
+        let mut commits = Commits::default();
         let mut stalled = 0u32;
         loop {
-            let page = self
+            let fetched = self
                 .client
                 .fetch(&request, cancel, |n| {
-                    self.status
-                        .failed(format!("{} (retry {} in {:?})", n.reason, n.attempt, n.wait))
+                    self.status.failed(format!("{} (retry {} in {:?})", n.reason, n.attempt, n.wait))
                 })
-                .await?;
+                .await;
+            let page = match fetched {
+                Ok(page) => page,
+                Err(e) => {
+                    // Keep what was already fetched: commit it before reporting the failure.
+                    self.drain(&mut commits, &mut total).await?;
+                    return Err(e.into());
+                }
+            };
             let served = page.logs.len();
             let before = cursor;
             let (batch, next) = self.build_batch(page, cursor).await?;
-            if batch.cursor.is_some() {
-                let outcome = self.store.commit_page(&self.contract, &batch).await?;
-                cursor = batch.cursor;
-                total.indexed += outcome.inserted;
-                total.rejected += outcome.rejected;
-                self.metrics.submissions_indexed.inc_by(outcome.inserted);
-                self.metrics.logs_rejected.inc_by(outcome.rejected);
+            if let Some(c) = batch.cursor {
+                cursor = Some(c);
+                commits.buffer(batch);
             }
-            total.cursor = cursor;
-            debug!(served, cursor = ?cursor.map(|c| c.to_string()), "page committed");
-            let Some(next) = next else {
-                self.status.page_ok(cursor, true);
+            if next.is_none() {
+                self.drain(&mut commits, &mut total).await?;
+                self.status.page_ok(total.cursor, true);
                 return Ok(total);
-            };
-            self.status.page_ok(cursor, false);
+            }
+            if commits.ready() {
+                if let Some(p) = commits.pending.take() {
+                    self.settle(p, &mut total).await?;
+                }
+                commits.start(&self.store, &self.contract);
+            }
+            debug!(served, cursor = ?cursor.map(|c| c.to_string()), "page decoded");
+            let next = next.unwrap_or_default();
             // A full page always has a `next`; follow it only if it continues from our cursor.
             let Some(c) = cursor else {
                 return Err(PollError::Protocol("a page with a next link but no logs".into()));
@@ -205,6 +267,7 @@ impl Poller {
             if cursor == before {
                 stalled += 1;
                 if stalled >= MAX_STALLED_PAGES {
+                    self.drain(&mut commits, &mut total).await?;
                     return Err(PollError::Protocol(format!(
                         "{stalled} pages in a row brought no log after cursor {c}; the mirror node is not paging"
                     )));
@@ -219,6 +282,33 @@ impl Poller {
                 PageRequest::After(c)
             };
         }
+    }
+
+    /// Settles the running commit, then commits whatever is buffered, and waits for it.
+    async fn drain(&self, commits: &mut Commits, total: &mut CatchUp) -> Result<(), PollError> {
+        if let Some(p) = commits.pending.take() {
+            self.settle(p, total).await?;
+        }
+        commits.start(&self.store, &self.contract);
+        if let Some(p) = commits.pending.take() {
+            self.settle(p, total).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a page's commit and accounts for it.
+    async fn settle(&self, pending: PendingCommit, total: &mut CatchUp) -> Result<(), PollError> {
+        let outcome = pending
+            .handle
+            .await
+            .map_err(|e| PollError::Protocol(format!("the page commit task failed: {e}")))??;
+        total.indexed += outcome.inserted;
+        total.rejected += outcome.rejected;
+        total.cursor = Some(pending.cursor);
+        self.metrics.submissions_indexed.inc_by(outcome.inserted);
+        self.metrics.logs_rejected.inc_by(outcome.rejected);
+        self.status.page_ok(total.cursor, false);
+        Ok(())
     }
 
     /// Re-reads the window behind `cursor` and stores any log missing from it, without moving

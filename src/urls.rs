@@ -55,7 +55,12 @@ impl UrlCache {
 
     /// Whether `url` has at least `refresh_before` of validity left.
     pub fn is_fresh(&self, url: &CachedUrl) -> bool {
-        url.expires_at - now_secs() >= self.refresh_before.as_secs() as i64
+        self.is_fresh_at(url.expires_at)
+    }
+
+    /// Whether a URL expiring at `expires_at` (unix seconds) has `refresh_before` left.
+    pub fn is_fresh_at(&self, expires_at: i64) -> bool {
+        expires_at - now_secs() >= self.refresh_before.as_secs() as i64
     }
 
     /// A fresh URL for `hash`, which the caller has checked is a known, indexed hash.

@@ -203,6 +203,18 @@ async fn task_weights(
 ) -> Result<Response, ApiError> {
     let raw = segment(task_id)?;
     let task_id = TaskId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // Fast path: SQLite renders the whole answer; used when every URL in it is fresh.
+    let Some(rendered) = state.store.task_weights_json(task_id.as_str()).await? else {
+        return Err(ApiError::NotFound(format!("no weights submitted for task {task_id}")));
+    };
+    let fresh = rendered.missing_urls == 0
+        && rendered.earliest_expiry.is_some_and(|e| state.urls.is_fresh_at(e));
+    if fresh {
+        state.metrics.cache_hits.inc_by(rendered.submissions as u64);
+        let body = format!("{{\"task_id\":\"{}\",\"weights\":{}}}", task_id.as_str(), rendered.weights);
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response());
+    }
+    // Some URL is missing or about to expire: refresh each as needed.
     let rows = state.store.task_weights(task_id.as_str()).await?;
     if rows.is_empty() {
         return Err(ApiError::NotFound(format!("no weights submitted for task {task_id}")));

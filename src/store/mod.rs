@@ -128,6 +128,19 @@ pub struct WeightRow {
     pub expires_at: Option<i64>,
 }
 
+/// A task's weights as one JSON array, with the URL freshness summary.
+#[derive(Debug, Clone, FromRow)]
+pub struct TaskWeightsJson {
+    /// `[Weight, …]`, oldest first; `expires_at` already RFC 3339.
+    pub weights: String,
+    /// Number of submissions.
+    pub submissions: i64,
+    /// The earliest URL expiry (unix seconds), if any URL is cached.
+    pub earliest_expiry: Option<i64>,
+    /// Submissions whose hash has no cached URL yet.
+    pub missing_urls: i64,
+}
+
 /// A row of the task list.
 #[derive(Debug, Clone, FromRow)]
 pub struct TaskSummary {
@@ -187,11 +200,17 @@ impl Store {
             // fetched again.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals (multi-row upserts) and sorts stay in memory, not temp files.
+            .pragma("temp_store", "memory");
+        // The writer gets a larger page cache and checkpoints less often: a backfill rewrites
+        // the same index pages page after page, and each checkpoint copies them and fsyncs.
+        // Both stay bounded (8 MiB of cache, a WAL of about 16 MiB between checkpoints).
+        let writer = options.clone().pragma("cache_size", "-8192").pragma("wal_autocheckpoint", "4000");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(writer)
             .await
             .map_err(|e| open_err(&e))?;
         let read = SqlitePoolOptions::new()
@@ -365,6 +384,28 @@ impl Store {
         .bind(task_id)
         .fetch_all(&self.read)
         .await?)
+    }
+
+    /// A task's weights rendered as a JSON array by SQLite itself, in one row (one round trip
+    /// to the SQLite thread instead of one per row), with what the caller needs to decide
+    /// whether every URL in it is fresh. `None` when the task has no submission.
+    pub async fn task_weights_json(&self, task_id: &str) -> Result<Option<TaskWeightsJson>, StoreError> {
+        let row: TaskWeightsJson = sqlx::query_as(
+            "SELECT json_group_array(json_object(\
+                'task_id', s.task_id, 'hash', s.weights_hash, 'trainer', s.trainer, \
+                'consensus_timestamp', s.consensus_timestamp, 'transaction_hash', s.transaction_hash, \
+                'log_index', s.log_index, 'fields', json(s.fields), 'url', p.url, \
+                'expires_at', strftime('%Y-%m-%dT%H:%M:%SZ', p.expires_at, 'unixepoch')) \
+                ORDER BY s.consensus_ns, s.log_index) AS weights, \
+             COUNT(*) AS submissions, MIN(p.expires_at) AS earliest_expiry, \
+             COALESCE(SUM(p.url IS NULL), 0) AS missing_urls \
+             FROM weights_submissions AS s LEFT JOIN presigned_urls AS p ON p.weights_hash = s.weights_hash \
+             WHERE s.task_id = ?",
+        )
+        .bind(task_id)
+        .fetch_one(&self.read)
+        .await?;
+        Ok((row.submissions > 0).then_some(row))
     }
 
     /// Tasks, newest submission first, ties by task id.

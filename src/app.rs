@@ -95,6 +95,7 @@ impl App {
             metrics: metrics.clone(),
             contract: m.contract.clone(),
             ready_window: m.poll_interval * 3 + m.request_timeout,
+            answers: Arc::default(),
         };
         Ok(Self {
             settings,

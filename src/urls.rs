@@ -58,6 +58,11 @@ impl UrlCache {
         self.is_fresh_at(url.expires_at)
     }
 
+    /// How much validity a URL handed out must still have.
+    pub fn refresh_before(&self) -> Duration {
+        self.refresh_before
+    }
+
     /// Whether a URL expiring at `expires_at` (unix seconds) has `refresh_before` left.
     pub fn is_fresh_at(&self, expires_at: i64) -> bool {
         expires_at - now_secs() >= self.refresh_before.as_secs() as i64

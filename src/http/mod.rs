@@ -49,6 +49,49 @@ pub struct ApiState {
     pub contract: String,
     /// `/readyz` fails when no poll succeeded within this long.
     pub ready_window: Duration,
+    /// Rendered task answers.
+    pub answers: Arc<AnswerCache>,
+}
+
+/// Rendered `GET /v1/tasks/{id}/weights` bodies, so a warm lookup is a hash-map read. An
+/// entry is served only while the store's write generation is the one it was rendered at
+/// (no new submission or URL since) and before its earliest URL enters `refresh_before`.
+/// Bounded by total bytes: when full it is emptied and refills with what is asked for.
+#[derive(Debug, Default)]
+pub struct AnswerCache {
+    entries: std::sync::RwLock<(std::collections::HashMap<String, Answer>, usize)>,
+}
+
+#[derive(Debug, Clone)]
+struct Answer {
+    body: Bytes,
+    generation: u64,
+    /// Unix seconds after which a URL in it has less than `refresh_before` left.
+    fresh_until: i64,
+}
+
+/// The most bytes of rendered answers kept.
+const ANSWER_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+impl AnswerCache {
+    fn get(&self, task_id: &str, generation: u64, now: i64) -> Option<Bytes> {
+        let entries = self.entries.read().ok()?;
+        let answer = entries.0.get(task_id)?;
+        (answer.generation == generation && now < answer.fresh_until).then(|| answer.body.clone())
+    }
+
+    fn put(&self, task_id: &str, answer: Answer) {
+        // A std lock is right: held for a map operation, never across an `.await`.
+        let Ok(mut entries) = self.entries.write() else { return };
+        if entries.1 + answer.body.len() > ANSWER_CACHE_BYTES {
+            entries.0.clear();
+            entries.1 = 0;
+        }
+        entries.1 += answer.body.len();
+        if let Some(old) = entries.0.insert(task_id.to_owned(), answer) {
+            entries.1 -= old.body.len();
+        }
+    }
 }
 
 /// Builds the router with CORS for `allowed_origins` only.
@@ -203,16 +246,27 @@ async fn task_weights(
 ) -> Result<Response, ApiError> {
     let raw = segment(task_id)?;
     let task_id = TaskId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // Fast path: SQLite renders the whole answer; used when every URL in it is fresh.
+    let json = |body: Bytes| ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    // Fastest: this answer was rendered since the last write and its URLs are still fresh.
+    let generation = state.store.generation();
+    let now = unix_now();
+    if let Some(body) = state.answers.get(task_id.as_str(), generation, now) {
+        state.metrics.cache_hits.inc();
+        return Ok(json(body));
+    }
+    // Fast: SQLite renders the whole answer in one row; usable when every URL is fresh.
     let Some(rendered) = state.store.task_weights_json(task_id.as_str()).await? else {
         return Err(ApiError::NotFound(format!("no weights submitted for task {task_id}")));
     };
-    let fresh = rendered.missing_urls == 0
-        && rendered.earliest_expiry.is_some_and(|e| state.urls.is_fresh_at(e));
-    if fresh {
-        state.metrics.cache_hits.inc_by(rendered.submissions as u64);
-        let body = format!("{{\"task_id\":\"{}\",\"weights\":{}}}", task_id.as_str(), rendered.weights);
-        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response());
+    if rendered.missing_urls == 0
+        && let Some(earliest) = rendered.earliest_expiry
+        && state.urls.is_fresh_at(earliest)
+    {
+        state.metrics.cache_hits.inc();
+        let body = Bytes::from(format!("{{\"task_id\":\"{}\",\"weights\":{}}}", task_id.as_str(), rendered.weights));
+        let fresh_until = earliest - state.urls.refresh_before().as_secs() as i64;
+        state.answers.put(task_id.as_str(), Answer { body: body.clone(), generation, fresh_until });
+        return Ok(json(body));
     }
     // Some URL is missing or about to expire: refresh each as needed.
     let rows = state.store.task_weights(task_id.as_str()).await?;
@@ -438,4 +492,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: tok
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

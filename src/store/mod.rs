@@ -7,6 +7,8 @@
 //! reader pool that WAL lets run alongside it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -172,6 +174,9 @@ pub struct HashSubmission {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// Bumped after every commit that can change an API answer (new submissions, new URLs),
+    /// so in-memory renderings of earlier answers know they are stale.
+    generation: Arc<AtomicU64>,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,7 +224,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| open_err(&e))?;
-        Ok(Self { write, read })
+        Ok(Self { write, read, generation: Arc::new(AtomicU64::new(0)) })
     }
 
     /// Applies pending migrations.
@@ -251,6 +256,11 @@ impl Store {
         sqlx::query("INSERT INTO ww_ping VALUES (1)").execute(&mut *tx).await?;
         tx.rollback().await?;
         Ok(())
+    }
+
+    /// The write generation: it changes whenever an answer of the API may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Checks that the database answers a read.
@@ -370,6 +380,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if outcome.inserted > 0 || !batch.urls.is_empty() {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
         Ok(outcome)
     }
 
@@ -462,6 +475,7 @@ impl Store {
         .bind(now_secs())
         .execute(&self.write)
         .await?;
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 

@@ -274,7 +274,7 @@ impl EventSpec {
             ));
         }
         let data = decode_hex(data).map_err(|e| format!("log data is not hex: {e}"))?;
-        let values = if self.data_types.is_empty() {
+        let mut values = if self.data_types.is_empty() {
             Vec::new()
         } else {
             ethabi::decode(&self.data_types, &data).map_err(|e| {
@@ -291,7 +291,8 @@ impl EventSpec {
         let mut fields = BTreeMap::new();
         for p in &self.params {
             let token = match p.slot {
-                Slot::Data(i) => values[i].clone(),
+                // Each data value belongs to exactly one parameter: move it out.
+                Slot::Data(i) => std::mem::replace(&mut values[i], Token::Bool(false)),
                 Slot::Topic(i) => {
                     decode_topic(&topics[i], &p.kind).map_err(|e| format!("topic{i} ({} {}): {e}", p.kind, p.name))?
                 }
@@ -377,18 +378,23 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, hex::FromHexError> {
 }
 
 fn decode_topic(topic: &str, kind: &ParamType) -> Result<Token, String> {
-    let bytes = decode_hex(topic).map_err(|e| format!("not hex: {e}"))?;
-    if bytes.len() != 32 {
-        return Err(format!("{} bytes, expected 32", bytes.len()));
+    let digits = topic.strip_prefix("0x").or_else(|| topic.strip_prefix("0X")).unwrap_or(topic);
+    if digits.len() != 64 {
+        return Err(format!("{} hex digits, expected 64", digits.len()));
     }
+    let mut word = [0u8; 32];
+    hex::decode_to_slice(digits, &mut word).map_err(|e| format!("not hex: {e}"))?;
+    // A topic is one 32-byte word: the common value types are read directly, without
+    // ethabi's general decoder and its allocations (this is the per-log hot path).
     match kind {
+        ParamType::Uint(_) => Ok(Token::Uint(ethabi::Uint::from_big_endian(&word))),
+        ParamType::Int(_) => Ok(Token::Int(ethabi::Int::from_big_endian(&word))),
+        ParamType::Address => Ok(Token::Address(ethabi::Address::from_slice(&word[12..]))),
         // Indexed reference types are stored as their keccak256: keep the hash.
-        ParamType::String
-        | ParamType::Bytes
-        | ParamType::Array(_)
-        | ParamType::FixedArray(..)
-        | ParamType::Tuple(_) => Ok(Token::FixedBytes(bytes)),
-        _ => ethabi::decode(std::slice::from_ref(kind), &bytes)
+        ParamType::String | ParamType::Bytes | ParamType::Array(_) | ParamType::FixedArray(..) | ParamType::Tuple(_) => {
+            Ok(Token::FixedBytes(word.to_vec()))
+        }
+        _ => ethabi::decode(std::slice::from_ref(kind), &word)
             .map_err(|e| e.to_string())?
             .pop()
             .ok_or_else(|| "empty topic".to_owned()),

@@ -193,21 +193,10 @@ async fn storage(settings: &Settings) -> CheckLine {
                 None => format!(
                     "{} is unreachable: {}; check [storage] endpoint",
                     s.endpoint,
-                    aws_smithy_types_error(&e)
+                    crate::mirror::error_chain(&e)
                 ),
             };
             line(false, detail)
         }
     }
-}
-
-fn aws_smithy_types_error(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

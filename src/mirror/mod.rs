@@ -259,12 +259,14 @@ impl MirrorClient {
             }
             let delay = backoff.next().unwrap_or(self.retry.max);
             let wait = match retry_after {
-                // Never send before the server said we may; the backoff still grows under it.
+                // Never send before the server said we may (an absurd value is clamped); the
+                // backoff keeps growing underneath for the faults that carry no Retry-After.
                 Some(ra) => {
                     if ra > self.retry.max_retry_after {
                         warn!(retry_after_s = ra.as_secs(), "Retry-After clamped");
                     }
-                    ra.min(self.retry.max_retry_after).max(delay.min(ra))
+                    // "Retry-After: 0" from a throttling proxy must not become a busy loop.
+                    ra.min(self.retry.max_retry_after).max(self.retry.initial)
                 }
                 None => delay,
             };
@@ -441,7 +443,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// An error with its causes, for logs (reqwest's URL is the mirror's: no secret in it).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -452,7 +452,7 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// The cached URL of `hash`, if any (read from the writer, so it sees the latest refresh).
+    /// The cached URL of `hash`, if any (a new read transaction sees every committed refresh).
     pub async fn cached_url(&self, hash: &str) -> Result<Option<CachedUrl>, StoreError> {
         Ok(
             sqlx::query_as("SELECT url, expires_at FROM presigned_urls WHERE weights_hash = ?")

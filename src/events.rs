@@ -221,7 +221,11 @@ impl EventSpec {
         // ethabi follows offsets without a size budget: with nested dynamic arrays a crafted
         // log can make it build (data/32)^2 values. Such events get a tight cap; others a cap
         // far above any real WeightsSubmitted log.
-        let max_data = if data_types.iter().any(nests_dynamic_arrays) { 8 * 1024 } else { 256 * 1024 };
+        let max_data = if data_types.iter().any(nests_dynamic_arrays) {
+            8 * 1024
+        } else {
+            256 * 1024
+        };
         Ok(Self {
             topic0,
             canonical,
@@ -378,7 +382,10 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, hex::FromHexError> {
 }
 
 fn decode_topic(topic: &str, kind: &ParamType) -> Result<Token, String> {
-    let digits = topic.strip_prefix("0x").or_else(|| topic.strip_prefix("0X")).unwrap_or(topic);
+    let digits = topic
+        .strip_prefix("0x")
+        .or_else(|| topic.strip_prefix("0X"))
+        .unwrap_or(topic);
     if digits.len() != 64 {
         return Err(format!("{} hex digits, expected 64", digits.len()));
     }
@@ -391,9 +398,11 @@ fn decode_topic(topic: &str, kind: &ParamType) -> Result<Token, String> {
         ParamType::Int(_) => Ok(Token::Int(ethabi::Int::from_big_endian(&word))),
         ParamType::Address => Ok(Token::Address(ethabi::Address::from_slice(&word[12..]))),
         // Indexed reference types are stored as their keccak256: keep the hash.
-        ParamType::String | ParamType::Bytes | ParamType::Array(_) | ParamType::FixedArray(..) | ParamType::Tuple(_) => {
-            Ok(Token::FixedBytes(word.to_vec()))
-        }
+        ParamType::String
+        | ParamType::Bytes
+        | ParamType::Array(_)
+        | ParamType::FixedArray(..)
+        | ParamType::Tuple(_) => Ok(Token::FixedBytes(word.to_vec())),
         _ => ethabi::decode(std::slice::from_ref(kind), &word)
             .map_err(|e| e.to_string())?
             .pop()
@@ -684,7 +693,11 @@ mod tests {
     #[test]
     fn oversized_data_is_rejected_before_decoding() {
         let spec = EventSpec::new(&settings(DEFAULT)).expect("valid");
-        let topics = vec![spec.topic0().to_owned(), format!("0x{}", "00".repeat(32)), format!("0x{}", "00".repeat(32))];
+        let topics = vec![
+            spec.topic0().to_owned(),
+            format!("0x{}", "00".repeat(32)),
+            format!("0x{}", "00".repeat(32)),
+        ];
         let huge = format!("0x{}", "00".repeat(256 * 1024 + 1));
         assert!(matches!(spec.decode(&topics, Some(&huge)), Decoded::Rejected(r) if r.contains("at most")));
         let mut s = settings("WeightsSubmitted(uint256 indexed taskId, string weightsHash, uint256[][] xs)");

@@ -213,7 +213,10 @@ impl Poller {
     pub async fn catch_up(&self, cancel: &CancellationToken) -> Result<CatchUp, PollError> {
         let committed = self.store.cursor(&self.contract).await?;
         self.status.set_cursor(committed);
-        let mut total = CatchUp { cursor: committed, ..CatchUp::default() };
+        let mut total = CatchUp {
+            cursor: committed,
+            ..CatchUp::default()
+        };
         // `cursor` is the last log decoded. The store's cursor trails it: one commit runs
         // while the next page is fetched (still one request in flight), and pages decoded
         // meanwhile are grouped into the next transaction. Each transaction holds whole pages
@@ -229,7 +232,8 @@ impl Poller {
             let fetched = self
                 .client
                 .fetch(&request, cancel, |n| {
-                    self.status.failed(format!("{} (retry {} in {:?})", n.reason, n.attempt, n.wait))
+                    self.status
+                        .failed(format!("{} (retry {} in {:?})", n.reason, n.attempt, n.wait))
                 })
                 .await;
             let page = match fetched {

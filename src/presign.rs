@@ -146,7 +146,9 @@ impl Presigner {
             base.extend(utf8_percent_encode(segment, PATH_SEGMENT));
         }
         let authority_start = settings.endpoint.scheme().len() + "://".len();
-        let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+        let path_start = base[authority_start..]
+            .find('/')
+            .map_or(base.len(), |i| authority_start + i);
         let host = match settings.endpoint.port() {
             Some(port) => format!("{}:{port}", settings.endpoint.host_str().unwrap_or_default()),
             None => settings.endpoint.host_str().unwrap_or_default().to_owned(),
@@ -221,7 +223,12 @@ impl Presigner {
     /// `UNSIGNED-PAYLOAD`; so it is written directly, hashed once, and signed with the SDK's
     /// own `aws-sigv4` primitives and a signing key derived once per day. The golden vectors
     /// and [`Self::presign_at_reference`] (the SDK's general signer) check it.
-    pub fn presign_at(&self, key: &str, credentials: &Credentials, now: SystemTime) -> Result<PresignedUrl, PresignError> {
+    pub fn presign_at(
+        &self,
+        key: &str,
+        credentials: &Credentials,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, PresignError> {
         let mut url = self.object_path(key);
         let amz_date = amz_date(now);
         let date = &amz_date[..8];
@@ -240,8 +247,11 @@ impl Presigner {
             query.extend(utf8_percent_encode(token, QUERY_VALUE));
         }
         query.push_str("&X-Amz-SignedHeaders=host");
-        let canonical_request =
-            format!("GET\n{}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD", &url[self.path_start..], self.host);
+        let canonical_request = format!(
+            "GET\n{}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
+            &url[self.path_start..],
+            self.host
+        );
         let string_to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical_request.as_bytes()))
@@ -253,7 +263,10 @@ impl Presigner {
         url.push_str(&query);
         url.push_str("&X-Amz-Signature=");
         url.push_str(&signature);
-        Ok(PresignedUrl { url, expires_at: unix_secs(now) + self.ttl.as_secs() as i64 })
+        Ok(PresignedUrl {
+            url,
+            expires_at: unix_secs(now) + self.ttl.as_secs() as i64,
+        })
     }
 
     /// `base + key`, each `/`-separated segment of `key` percent-encoded once.
@@ -271,12 +284,16 @@ impl Presigner {
 
     /// Runs `f` with today's signing key, deriving it only when the day or the credentials
     /// changed. A std `Mutex`: held for one HMAC, never across an `.await`.
-    fn with_signing_key<T>(&self, credentials: &Credentials, now: SystemTime, date: &str, f: impl FnOnce(&[u8]) -> T) -> T {
+    fn with_signing_key<T>(
+        &self,
+        credentials: &Credentials,
+        now: SystemTime,
+        date: &str,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> T {
         let mut slot = self.signing_key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let stale = slot.as_ref().is_none_or(|k| {
-            k.date != date
-                || k.access_key != credentials.access_key_id()
-                || k.secret != credentials.secret_access_key()
+            k.date != date || k.access_key != credentials.access_key_id() || k.secret != credentials.secret_access_key()
         });
         if stale {
             let key = v4::generate_signing_key(credentials.secret_access_key(), now, &self.region, "s3");
@@ -328,17 +345,26 @@ impl Presigner {
             url.push('=');
             url.extend(utf8_percent_encode(value, QUERY_VALUE));
         }
-        Ok(PresignedUrl { url, expires_at: unix_secs(now) + self.ttl.as_secs() as i64 })
+        Ok(PresignedUrl {
+            url,
+            expires_at: unix_secs(now) + self.ttl.as_secs() as i64,
+        })
     }
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// `YYYYMMDDTHHMMSSZ`, SigV4's timestamp format.
 fn amz_date(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string().chars().filter(|c| *c != '-' && *c != ':').collect()
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect()
 }
 
 fn read_cached(cached: &RwLock<Option<Credentials>>) -> Option<Credentials> {
@@ -353,7 +379,9 @@ mod tests {
         let toml = format!(
             "[mirror]\ncontract = \"0.0.1\"\n[storage]\nendpoint = {endpoint:?}\nkey_prefix = {prefix:?}\nregion = \"eu-1\"\n"
         );
-        crate::config::Settings::from_toml("t.toml".as_ref(), &toml, Vec::new()).expect("settings").storage
+        crate::config::Settings::from_toml("t.toml".as_ref(), &toml, Vec::new())
+            .expect("settings")
+            .storage
     }
 
     #[test]
@@ -363,9 +391,11 @@ mod tests {
             Credentials::new("AKIDEXAMPLE", "secret/with+chars=", None, None, "t"),
             Credentials::new("ASIATEMP", "other", Some("token/+=abc".into()), None, "t"),
         ];
-        for (endpoint, prefix) in
-            [("https://o3-rc2.akave.xyz", ""), ("http://127.0.0.1:8014", "weights/v1/"), ("https://h.example:443", "p")]
-        {
+        for (endpoint, prefix) in [
+            ("https://o3-rc2.akave.xyz", ""),
+            ("http://127.0.0.1:8014", "weights/v1/"),
+            ("https://h.example:443", "p"),
+        ] {
             let presigner = Presigner::with_credentials(&settings(endpoint, prefix), creds[0].clone());
             for secs in days {
                 let now = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
@@ -374,7 +404,11 @@ mod tests {
                         let fast = presigner.presign_at(key, c, now).expect("fast");
                         let reference = presigner.presign_at_reference(key, c, now).expect("reference");
                         assert_eq!(fast.expires_at, reference.expires_at);
-                        assert_eq!(normalised(&fast.url), normalised(&reference.url), "{endpoint} {prefix} {secs} {key}");
+                        assert_eq!(
+                            normalised(&fast.url),
+                            normalised(&reference.url),
+                            "{endpoint} {prefix} {secs} {key}"
+                        );
                     }
                 }
             }
@@ -391,7 +425,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_signature() {
-        let url = PresignedUrl { url: "https://h/b/k?X-Amz-Signature=abc".into(), expires_at: 1 };
+        let url = PresignedUrl {
+            url: "https://h/b/k?X-Amz-Signature=abc".into(),
+            expires_at: 1,
+        };
         assert!(!format!("{url:?}").contains("abc"));
     }
 }

@@ -246,7 +246,13 @@ async fn task_weights(
 ) -> Result<Response, ApiError> {
     let raw = segment(task_id)?;
     let task_id = TaskId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let json = |body: Bytes| ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    let json = |body: Bytes| {
+        (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response()
+    };
     // Fastest: this answer was rendered since the last write and its URLs are still fresh.
     let generation = state.store.generation();
     let now = unix_now();
@@ -263,9 +269,20 @@ async fn task_weights(
         && state.urls.is_fresh_at(earliest)
     {
         state.metrics.cache_hits.inc();
-        let body = Bytes::from(format!("{{\"task_id\":\"{}\",\"weights\":{}}}", task_id.as_str(), rendered.weights));
+        let body = Bytes::from(format!(
+            "{{\"task_id\":\"{}\",\"weights\":{}}}",
+            task_id.as_str(),
+            rendered.weights
+        ));
         let fresh_until = earliest - state.urls.refresh_before().as_secs() as i64;
-        state.answers.put(task_id.as_str(), Answer { body: body.clone(), generation, fresh_until });
+        state.answers.put(
+            task_id.as_str(),
+            Answer {
+                body: body.clone(),
+                generation,
+                fresh_until,
+            },
+        );
         return Ok(json(body));
     }
     // Some URL is missing or about to expire: refresh each as needed.
@@ -466,7 +483,10 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: tok
     use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -483,7 +503,9 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: tok
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A client that goes away mid-request is not an error worth logging.
@@ -495,5 +517,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: tok
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

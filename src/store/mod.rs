@@ -194,7 +194,10 @@ fn now_secs() -> i64 {
 impl Store {
     /// Opens (creating with mode 0600 if missing) the database at `path`. Does not migrate.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         create_private(path).map_err(|e| open_err(&e))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -211,7 +214,10 @@ impl Store {
         // The writer gets a larger page cache and checkpoints less often: a backfill rewrites
         // the same index pages page after page, and each checkpoint copies them and fsyncs.
         // Both stay bounded (8 MiB of cache, a WAL of about 16 MiB between checkpoints).
-        let writer = options.clone().pragma("cache_size", "-8192").pragma("wal_autocheckpoint", "4000");
+        let writer = options
+            .clone()
+            .pragma("cache_size", "-8192")
+            .pragma("wal_autocheckpoint", "4000");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -224,7 +230,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| open_err(&e))?;
-        Ok(Self { write, read, generation: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            write,
+            read,
+            generation: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Applies pending migrations.
@@ -358,10 +368,14 @@ impl Store {
             outcome.rejected += insert.build().execute(&mut *tx).await?.rows_affected();
         }
         for chunk in batch.urls.chunks(ROWS_PER_STATEMENT) {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) ");
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) ",
+            );
             insert.push_values(chunk, |mut row, (hash, url)| {
-                row.push_bind(hash).push_bind(&url.url).push_bind(url.expires_at).push_bind(now);
+                row.push_bind(hash)
+                    .push_bind(&url.url)
+                    .push_bind(url.expires_at)
+                    .push_bind(now);
             });
             insert.push(" ON CONFLICT (weights_hash) DO NOTHING");
             insert.build().execute(&mut *tx).await?;
@@ -543,9 +557,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("t.db")).await.expect("open");
         store.migrate().await.expect("migrate");
-        let cursor = |secs, index| Some(Cursor { timestamp: ConsensusTimestamp::new(secs, 5).expect("ts"), index });
+        let cursor = |secs, index| {
+            Some(Cursor {
+                timestamp: ConsensusTimestamp::new(secs, 5).expect("ts"),
+                index,
+            })
+        };
         let page = PageBatch {
-            submissions: vec![submission("7", 10, 0, "a"), submission("7", 10, 1, "b"), submission("8", 11, 0, "c")],
+            submissions: vec![
+                submission("7", 10, 0, "a"),
+                submission("7", 10, 1, "b"),
+                submission("8", 11, 0, "c"),
+            ],
             rejected: vec![NewRejected {
                 timestamp: ConsensusTimestamp::new(12, 0).expect("ts"),
                 log_index: 0,
@@ -553,14 +576,33 @@ mod tests {
                 reason: "bad".into(),
                 raw_json: "{}".into(),
             }],
-            urls: vec![("a".into(), CachedUrl { url: "https://u/a?sig".into(), expires_at: 99 })],
+            urls: vec![(
+                "a".into(),
+                CachedUrl {
+                    url: "https://u/a?sig".into(),
+                    expires_at: 99,
+                },
+            )],
             cursor: cursor(12, 0),
         };
-        assert_eq!(store.commit_page("0.0.1", &page).await.expect("commit"), PageOutcome { inserted: 3, rejected: 1 });
+        assert_eq!(
+            store.commit_page("0.0.1", &page).await.expect("commit"),
+            PageOutcome {
+                inserted: 3,
+                rejected: 1
+            }
+        );
         // The same page again (a retry) and an overlapping one change nothing but the new row.
-        assert_eq!(store.commit_page("0.0.1", &page).await.expect("commit"), PageOutcome::default());
+        assert_eq!(
+            store.commit_page("0.0.1", &page).await.expect("commit"),
+            PageOutcome::default()
+        );
         let overlap = PageBatch {
-            submissions: vec![submission("7", 10, 1, "b"), submission("7", 13, 0, "d"), submission("7", 13, 0, "d")],
+            submissions: vec![
+                submission("7", 10, 1, "b"),
+                submission("7", 13, 0, "d"),
+                submission("7", 13, 0, "d"),
+            ],
             cursor: cursor(13, 0),
             ..PageBatch::default()
         };
@@ -569,9 +611,17 @@ mod tests {
         assert_eq!(store.cursor("0.0.2").await.expect("cursor"), None);
         assert_eq!(store.counts().await.expect("counts"), (4, 1));
         let tasks = store.tasks(10).await.expect("tasks");
-        let summary: Vec<(String, i64, String)> =
-            tasks.into_iter().map(|t| (t.task_id, t.submissions, t.latest_consensus_timestamp)).collect();
-        assert_eq!(summary, [("7".into(), 3, "13.000000005".into()), ("8".into(), 1, "11.000000005".into())]);
+        let summary: Vec<(String, i64, String)> = tasks
+            .into_iter()
+            .map(|t| (t.task_id, t.submissions, t.latest_consensus_timestamp))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("7".into(), 3, "13.000000005".into()),
+                ("8".into(), 1, "11.000000005".into())
+            ]
+        );
         let rows = store.task_weights("7").await.expect("rows");
         let hashes: Vec<&str> = rows.iter().map(|r| r.weights_hash.as_str()).collect();
         assert_eq!(hashes, ["a", "b", "d"]);
@@ -582,17 +632,37 @@ mod tests {
         assert!(!store.hash_known("zz").await.expect("known"));
         assert_eq!(store.hash_submissions("b").await.expect("subs").len(), 1);
         // A refreshed URL replaces the old one; an ingest-time URL never does.
-        store.put_url("a", &CachedUrl { url: "https://u/a?new".into(), expires_at: 200 }).await.expect("put");
+        store
+            .put_url(
+                "a",
+                &CachedUrl {
+                    url: "https://u/a?new".into(),
+                    expires_at: 200,
+                },
+            )
+            .await
+            .expect("put");
         let again = PageBatch {
-            urls: vec![("a".into(), CachedUrl { url: "https://u/a?old".into(), expires_at: 1 })],
+            urls: vec![(
+                "a".into(),
+                CachedUrl {
+                    url: "https://u/a?old".into(),
+                    expires_at: 1,
+                },
+            )],
             ..PageBatch::default()
         };
         store.commit_page("0.0.1", &again).await.expect("commit");
-        assert_eq!(store.cached_url("a").await.expect("url").map(|u| u.expires_at), Some(200));
+        assert_eq!(
+            store.cached_url("a").await.expect("url").map(|u| u.expires_at),
+            Some(200)
+        );
         assert!(store.pending_migrations().await.expect("pending").is_empty());
         store.ping_writable().await.expect("writable");
         store.close().await;
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("t.db")).expect("meta").permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("t.db")).expect("meta").permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -560,7 +560,10 @@ async fn a_client_stalling_mid_headers_is_disconnected() {
     let dir = tempfile::tempdir().expect("dir");
     let app = spawn_app(&Config::new(&mirror, None, dir.path()), None).await;
     let mut stalled = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
-    stalled.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("write");
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
     // Others are served meanwhile.
     assert_eq!(app.get("/healthz").await.0, 200);
     let started = std::time::Instant::now();
@@ -568,7 +571,10 @@ async fn a_client_stalling_mid_headers_is_disconnected() {
     let closed = tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut buf)).await;
     assert!(closed.is_ok(), "the server closed the stalled connection");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(5), "not before the header timeout ({waited:?})");
+    assert!(
+        waited >= Duration::from_secs(5),
+        "not before the header timeout ({waited:?})"
+    );
     let text = String::from_utf8_lossy(&buf);
     assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
     app.stop().await;
@@ -584,15 +590,35 @@ async fn a_cached_answer_never_hides_a_new_submission_or_a_stale_url() {
     let (_, status) = app.get("/v1/status").await;
     let indexed = status["submissions_indexed"].as_i64().expect("count");
     s3.put("weights-42-c", &object_bytes("weights-42-c"));
-    mirror.push(mirror::weights_submitted((START + 30 * 86_400, 0), 0, 42, [0x44; 20], "weights-42-c", 3));
-    app.wait_for_status("the new submission", |s| s["submissions_indexed"] == indexed + 1).await;
+    mirror.push(mirror::weights_submitted(
+        (START + 30 * 86_400, 0),
+        0,
+        42,
+        [0x44; 20],
+        "weights-42-c",
+        3,
+    ));
+    app.wait_for_status("the new submission", |s| s["submissions_indexed"] == indexed + 1)
+        .await;
     let (_, after) = app.get("/v1/tasks/42/weights").await;
-    let hashes: Vec<&str> = after["weights"].as_array().expect("weights").iter().filter_map(|w| w["hash"].as_str()).collect();
-    assert_eq!(hashes, ["weights-42-a", "weights-42-b", "weights-42-c"], "the new submission shows at once");
+    let hashes: Vec<&str> = after["weights"]
+        .as_array()
+        .expect("weights")
+        .iter()
+        .filter_map(|w| w["hash"].as_str())
+        .collect();
+    assert_eq!(
+        hashes,
+        ["weights-42-a", "weights-42-b", "weights-42-c"],
+        "the new submission shows at once"
+    );
     // A URL made stale behind the cache's back (its expiry moved inside refresh_before) is
     // not served from memory: the write bumps nothing, but the answer's own deadline does.
     let pool = open_db(&dir.path().join("ww.db")).await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     sqlx::query("UPDATE presigned_urls SET expires_at = ? WHERE weights_hash = 'weights-42-a'")
         .bind(now + 5)
         .execute(&pool)
@@ -602,13 +628,24 @@ async fn a_cached_answer_never_hides_a_new_submission_or_a_stale_url() {
     let before = presigns(&app);
     // The in-memory answer still carries the old expiry, so it may be served; but an answer
     // rendered from the database now refreshes the stale URL. Force a re-render with a write.
-    mirror.push(mirror::weights_submitted((START + 31 * 86_400, 0), 0, 43, [0x44; 20], "weights-43", 3));
-    app.wait_for_status("another submission", |s| s["submissions_indexed"] == indexed + 2).await;
+    mirror.push(mirror::weights_submitted(
+        (START + 31 * 86_400, 0),
+        0,
+        43,
+        [0x44; 20],
+        "weights-43",
+        3,
+    ));
+    app.wait_for_status("another submission", |s| s["submissions_indexed"] == indexed + 2)
+        .await;
     let (_, refreshed) = app.get("/v1/tasks/42/weights").await;
     // One presign at ingest for weights-43, one refresh of weights-42-a.
     assert_eq!(presigns(&app) - before, 2, "the stale URL was presigned again");
     let expires = refreshed["weights"][0]["expires_at"].as_str().expect("expires_at");
     let expires = humantime::parse_rfc3339(expires).expect("rfc3339");
-    assert!(expires > std::time::SystemTime::now() + Duration::from_secs(300), "at least refresh_before left");
+    assert!(
+        expires > std::time::SystemTime::now() + Duration::from_secs(300),
+        "at least refresh_before left"
+    );
     app.stop().await;
 }

@@ -827,10 +827,16 @@ async fn ten_thousand_hostile_requests_get_4xx_and_never_reach_the_presigner() {
     // the 10 s header-read timeout, a client stalled mid-headers has been disconnected
     // instead (no answer, or hyper's 408): that is the defence against slow-loris clients.
     let slow_run = elapsed >= weights_watcher::http::HEADER_READ_TIMEOUT;
-    assert!(matches!(slow_statuses[2], Some(404 | 408)) || (slow_run && slow_statuses[2].is_none()), "{slow_statuses:?}");
+    assert!(
+        matches!(slow_statuses[2], Some(404 | 408)) || (slow_run && slow_statuses[2].is_none()),
+        "{slow_statuses:?}"
+    );
     for (i, s) in slow_statuses.iter().enumerate() {
         let cut_off = slow_run && matches!(s, None | Some(408));
-        assert!(i == 2 || *s == Some(200) || cut_off, "slow client {i}: {slow_statuses:?}");
+        assert!(
+            i == 2 || *s == Some(200) || cut_off,
+            "slow client {i}: {slow_statuses:?}"
+        );
     }
 
     for f in failures.iter().take(20) {

@@ -31,10 +31,15 @@ fn position(timestamp: &str, index: u32) -> (ConsensusTimestamp, u32) {
 /// up to the cursor is stored, none after it, each once.
 async fn assert_consistent(db: &Path, expected: &[Expected]) -> usize {
     let pool = open_db(db).await;
-    let (check,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(&pool).await.expect("integrity_check");
+    let (check,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .expect("integrity_check");
     assert_eq!(check, "ok", "PRAGMA integrity_check");
-    let migrated: Option<(String,)> =
-        sqlx::query_as("SELECT name FROM sqlite_master WHERE name = 'poller_cursor'").fetch_optional(&pool).await.expect("schema");
+    let migrated: Option<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master WHERE name = 'poller_cursor'")
+        .fetch_optional(&pool)
+        .await
+        .expect("schema");
     pool.close().await;
     if migrated.is_none() {
         return 0; // killed before the first migration committed
@@ -46,8 +51,11 @@ async fn assert_consistent(db: &Path, expected: &[Expected]) -> usize {
     };
     let (ts, index) = cursor.split_once('/').expect("cursor format");
     let cursor = position(ts, index.parse().expect("index"));
-    let covered: Vec<Expected> =
-        expected.iter().filter(|e| position(&e.timestamp, e.index) <= cursor).cloned().collect();
+    let covered: Vec<Expected> = expected
+        .iter()
+        .filter(|e| position(&e.timestamp, e.index) <= cursor)
+        .cloned()
+        .collect();
     assert_same(&stored, &covered, "rows match the cursor exactly (whole pages only)");
     stored.len()
 }
@@ -86,7 +94,10 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         progress.push(assert_consistent(&db, &expected).await);
     }
     eprintln!("crash consistency: {survived} SIGKILLs survived, rows after each: {progress:?}");
-    assert!(survived >= kills.min(5), "the backfill was killed mid-way at least a few times ({survived})");
+    assert!(
+        survived >= kills.min(5),
+        "the backfill was killed mid-way at least a few times ({survived})"
+    );
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "progress is never lost");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weights-watcher"))
         .arg("--config")
@@ -98,7 +109,11 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         .expect("final run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(assert_consistent(&db, &expected).await, expected.len());
-    assert_same(&stored_submissions(&db).await, &expected, "ground truth after the kills");
+    assert_same(
+        &stored_submissions(&db).await,
+        &expected,
+        "ground truth after the kills",
+    );
     assert_eq!(stored_rejections(&db).await, sorted(poison));
 }
 
@@ -116,8 +131,10 @@ async fn backfill_through(faults: &[Fault], rate: f64, seed: u64) {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::new(&mirror, Some(&s3), dir.path());
     let app = spawn_app(&config, Some(&s3)).await;
-    app.wait_for_status("the first slice", |s| s["last_poll_ok"] == true && s["submissions_indexed"].as_i64() > Some(0))
-        .await;
+    app.wait_for_status("the first slice", |s| {
+        s["last_poll_ok"] == true && s["submissions_indexed"].as_i64() > Some(0)
+    })
+    .await;
     let known_task = stored_submissions(&dir.path().join("ww.db")).await[0].task_id.clone();
     for f in faults {
         mirror.inject(f.clone(), 2);
@@ -136,46 +153,81 @@ async fn backfill_through(faults: &[Fault], rate: f64, seed: u64) {
         if status["submissions_indexed"] == total && status["last_poll_ok"] == true {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "backfill did not finish: {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backfill did not finish: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     mirror.clear_faults();
     let db = dir.path().join("ww.db");
-    assert_same(&stored_submissions(&db).await, &expected, "exact set through the faults");
+    assert_same(
+        &stored_submissions(&db).await,
+        &expected,
+        "exact set through the faults",
+    );
     assert_eq!(stored_rejections(&db).await, sorted(poison));
     let requests = mirror.requests();
     let injected = requests.iter().filter(|r| r.fault.is_some()).count();
     assert!(injected >= faults.len().min(2), "faults were injected ({injected})");
     for pair in requests.windows(2) {
         let wait = match &pair[0].fault {
-            Some(Fault::TooManyRequests { retry_after: Some(RetryAfter::Seconds(s)), .. })
-            | Some(Fault::Unavailable { retry_after: Some(RetryAfter::Seconds(s)) }) => Duration::from_secs(*s),
+            Some(Fault::TooManyRequests {
+                retry_after: Some(RetryAfter::Seconds(s)),
+                ..
+            })
+            | Some(Fault::Unavailable {
+                retry_after: Some(RetryAfter::Seconds(s)),
+            }) => Duration::from_secs(*s),
             _ => continue,
         };
         let gap = pair[1].received.duration_since(pair[0].received);
         assert!(gap >= wait, "a request {gap:?} after a Retry-After of {wait:?}");
     }
-    eprintln!("fault matrix {faults:?} rate {rate}: {injected} faults injected over {} requests", requests.len());
+    eprintln!(
+        "fault matrix {faults:?} rate {rate}: {injected} faults injected over {} requests",
+        requests.len()
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn fault_429_with_retry_after_seconds() {
-    backfill_through(&[Fault::TooManyRequests { retry_after: Some(RetryAfter::Seconds(1)), html_body: false }], 0.0, 41)
-        .await;
+    backfill_through(
+        &[Fault::TooManyRequests {
+            retry_after: Some(RetryAfter::Seconds(1)),
+            html_body: false,
+        }],
+        0.0,
+        41,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn fault_429_with_retry_after_http_date_and_html_body() {
     let when = std::time::SystemTime::now() + Duration::from_secs(3);
-    backfill_through(&[Fault::TooManyRequests { retry_after: Some(RetryAfter::HttpDate(when)), html_body: true }], 0.0, 42)
-        .await;
+    backfill_through(
+        &[Fault::TooManyRequests {
+            retry_after: Some(RetryAfter::HttpDate(when)),
+            html_body: true,
+        }],
+        0.0,
+        42,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn fault_500_503_and_timeouts() {
     backfill_through(
-        &[Fault::ServerError, Fault::Unavailable { retry_after: Some(RetryAfter::Seconds(1)) }, Fault::Hang(Duration::from_secs(3))],
+        &[
+            Fault::ServerError,
+            Fault::Unavailable {
+                retry_after: Some(RetryAfter::Seconds(1)),
+            },
+            Fault::Hang(Duration::from_secs(3)),
+        ],
         0.0,
         43,
     )
@@ -191,7 +243,10 @@ async fn fault_resets_truncated_json_and_repeated_pages() {
 async fn all_faults_mixed_at_20_percent() {
     backfill_through(
         &[
-            Fault::TooManyRequests { retry_after: Some(RetryAfter::Seconds(1)), html_body: true },
+            Fault::TooManyRequests {
+                retry_after: Some(RetryAfter::Seconds(1)),
+                html_body: true,
+            },
             Fault::ServerError,
             Fault::Unavailable { retry_after: None },
             Fault::Hang(Duration::from_millis(2500)),
@@ -255,34 +310,83 @@ async fn a_mirror_that_misbehaves_on_purpose_loses_nothing() {
     mirror.push(short_topics);
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::new(&mirror, None, dir.path());
-    let rescan = RescanPolicy { every: Duration::from_millis(200), window: Duration::from_secs(3600) };
-    let app = spawn_app_with(&config, AppOptions { rescan, ..options(None) }).await;
-    app.wait_for_status("the first logs", |s| s["submissions_indexed"] == 2 && s["logs_rejected"] == 2).await;
+    let rescan = RescanPolicy {
+        every: Duration::from_millis(200),
+        window: Duration::from_secs(3600),
+    };
+    let app = spawn_app_with(
+        &config,
+        AppOptions {
+            rescan,
+            ..options(None)
+        },
+    )
+    .await;
+    app.wait_for_status("the first logs", |s| {
+        s["submissions_indexed"] == 2 && s["logs_rejected"] == 2
+    })
+    .await;
 
     // Oversized, foreign-linked and repeated pages come next; then a log older than the
     // cursor appears late, and duplicates are served.
     mirror.inject(Fault::HugeBody(50 * 1024 * 1024), 1);
     mirror.inject(Fault::ForeignNext, 1);
     mirror.inject(Fault::RepeatPage, 1);
-    mirror.push(mirror::weights_submitted((START + 50, 0), 0, 6, trainer, "late-older", 1));
+    mirror.push(mirror::weights_submitted(
+        (START + 50, 0),
+        0,
+        6,
+        trainer,
+        "late-older",
+        1,
+    ));
     for i in 0..150 {
-        mirror.push(mirror::weights_submitted((START + 200 + i, 0), 0, 7, trainer, &format!("bulk-{i}"), 1));
+        mirror.push(mirror::weights_submitted(
+            (START + 200 + i, 0),
+            0,
+            7,
+            trainer,
+            &format!("bulk-{i}"),
+            1,
+        ));
     }
-    app.wait_for_status("late and bulk logs", |s| s["submissions_indexed"] == 153).await;
+    app.wait_for_status("late and bulk logs", |s| s["submissions_indexed"] == 153)
+        .await;
     // The same log served twice within a page and across pages is stored once.
     mirror.push(mirror::weights_submitted((START + 200, 0), 0, 7, trainer, "bulk-0", 1));
-    mirror.push(mirror::weights_submitted((START + 400, 0), 0, 8, trainer, "after-dup", 1));
-    app.wait_for_status("after the duplicates", |s| s["submissions_indexed"] == 154).await;
+    mirror.push(mirror::weights_submitted(
+        (START + 400, 0),
+        0,
+        8,
+        trainer,
+        "after-dup",
+        1,
+    ));
+    app.wait_for_status("after the duplicates", |s| s["submissions_indexed"] == 154)
+        .await;
     app.stop().await;
 
     let db = dir.path().join("ww.db");
     let hashes: Vec<String> = stored_submissions(&db).await.into_iter().map(|s| s.hash).collect();
     assert_eq!(hashes.len(), 154, "each log once");
-    assert!(hashes.contains(&"late-older".to_owned()), "the late log older than the cursor was swept in");
-    assert_eq!(stored_rejections(&db).await.len(), 2, "null data and a missing indexed topic are quarantined");
-    assert!(!hashes.contains(&"no-topics".to_owned()), "a log with no topics is not ours");
+    assert!(
+        hashes.contains(&"late-older".to_owned()),
+        "the late log older than the cursor was swept in"
+    );
+    assert_eq!(
+        stored_rejections(&db).await.len(),
+        2,
+        "null data and a missing indexed topic are quarantined"
+    );
+    assert!(
+        !hashes.contains(&"no-topics".to_owned()),
+        "a log with no topics is not ours"
+    );
     let requests = mirror.requests();
-    assert!(requests.iter().all(|r| !r.path_and_query.contains("203.0.113.1")), "never followed a foreign link");
+    assert!(
+        requests.iter().all(|r| !r.path_and_query.contains("203.0.113.1")),
+        "never followed a foreign link"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +424,10 @@ async fn sixty_four_api_clients_during_a_backfill_see_consistent_answers() {
                             .iter()
                             .map(|w| w["hash"].as_str().unwrap_or_default().to_owned())
                             .collect();
-                        assert!(truth[task].starts_with(&got), "task {task}: answers are prefixes of the history");
+                        assert!(
+                            truth[task].starts_with(&got),
+                            "task {task}: answers are prefixes of the history"
+                        );
                     }
                     404 => {}
                     other => panic!("client {c}: {other} {body}"),
@@ -339,7 +446,11 @@ async fn sixty_four_api_clients_during_a_backfill_see_consistent_answers() {
         answered += c.await.expect("client did not panic");
     }
     eprintln!("concurrency: 64 clients, {answered} lookups during the backfill, no error");
-    assert_same(&stored_submissions(&dir.path().join("ww.db")).await, &expected, "backfill exact under load");
+    assert_same(
+        &stored_submissions(&dir.path().join("ww.db")).await,
+        &expected,
+        "backfill exact under load",
+    );
 }
 
 /// A tmpfs mounted for one test; unmounted on drop.
@@ -380,8 +491,9 @@ impl Drop for SmallDisk {
 
 async fn wait_for_error(app: &TestApp, needle: &str) -> String {
     // (the poller reports storage errors through /v1/status's last_error)
-    let status =
-        app.wait_for_status(needle, |s| s["last_error"].as_str().is_some_and(|e| e.contains(needle))).await;
+    let status = app
+        .wait_for_status(needle, |s| s["last_error"].as_str().is_some_and(|e| e.contains(needle)))
+        .await;
     status["last_error"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -393,7 +505,11 @@ async fn a_full_or_read_only_disk_is_reported_and_recovered_from_exactly() {
     mirror.push_many(logs);
     let disk = SmallDisk::mount("400k");
     let mut config = Config::new(&mirror, Some(&s3), &disk.path);
-    config.set("database", "path", &format!("{:?}", disk.path.join("ww.db").display().to_string()));
+    config.set(
+        "database",
+        "path",
+        &format!("{:?}", disk.path.join("ww.db").display().to_string()),
+    );
     let app = spawn_app(&config, Some(&s3)).await;
     let error = wait_for_error(&app, "full").await;
     eprintln!("full disk reported as: {error}");
@@ -403,16 +519,28 @@ async fn a_full_or_read_only_disk_is_reported_and_recovered_from_exactly() {
     assert!(partial < expected.len(), "the disk filled mid-backfill");
 
     disk.remount("size=64m");
-    app.wait_for_status("recovery", |s| s["submissions_indexed"] == expected.len() as i64).await;
+    app.wait_for_status("recovery", |s| s["submissions_indexed"] == expected.len() as i64)
+        .await;
 
     app.stop().await;
 
     // Now the database sits on a read-only file system: a clear error, nothing touched.
     disk.remount("ro");
     for i in 0..5 {
-        mirror.push(mirror::weights_submitted((START + 30 * DAY + i, 0), 0, 99, [5; 20], &format!("ro-{i}"), 1));
+        mirror.push(mirror::weights_submitted(
+            (START + 30 * DAY + i, 0),
+            0,
+            99,
+            [5; 20],
+            &format!("ro-{i}"),
+            1,
+        ));
     }
-    let path = config.write(&std::env::temp_dir().join(format!("ww-ro-{}", std::process::id())).tap_mkdir());
+    let path = config.write(
+        &std::env::temp_dir()
+            .join(format!("ww-ro-{}", std::process::id()))
+            .tap_mkdir(),
+    );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weights-watcher"))
         .arg("--config")
         .arg(&path)
@@ -424,11 +552,21 @@ async fn a_full_or_read_only_disk_is_reported_and_recovered_from_exactly() {
         .await
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("read-only disk reported as: {}", stderr.lines().last().unwrap_or_default());
+    eprintln!(
+        "read-only disk reported as: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("ww.db") && (stderr.contains("read-only") || stderr.contains("readonly")), "{stderr}");
+    assert!(
+        stderr.contains("ww.db") && (stderr.contains("read-only") || stderr.contains("readonly")),
+        "{stderr}"
+    );
     disk.remount("rw");
-    assert_eq!(assert_consistent(&db, &expected).await, expected.len(), "untouched while read-only");
+    assert_eq!(
+        assert_consistent(&db, &expected).await,
+        expected.len(),
+        "untouched while read-only"
+    );
     let done = crate::support::app::run_once(&config, Some(&s3)).await;
     assert_eq!(done.indexed, 5, "resumes exactly where it stopped");
     let stored = stored_submissions(&db).await;

@@ -108,7 +108,11 @@ pub struct TestApp {
 
 /// Test options: fast retries, the S3 server's credentials.
 pub fn options(s3: Option<&S3Server>) -> AppOptions {
-    AppOptions { retry: fast_retry(), credentials: s3.map(S3Server::credentials), ..AppOptions::default() }
+    AppOptions {
+        retry: fast_retry(),
+        credentials: s3.map(S3Server::credentials),
+        ..AppOptions::default()
+    }
 }
 
 /// Starts the daemon (poller + HTTP) in-process.

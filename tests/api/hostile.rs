@@ -4,7 +4,7 @@
 //! request it routed must be `{"error": …}` JSON, it must answer normally afterwards, and no
 //! malformed or unknown hash may ever reach the presigner.
 //!
-//! `WW_FUZZ_REQUESTS` (default 10,000) and `WW_FUZZ_SEED` run it bigger or differently by hand.
+//! `TEST_FUZZ_REQUESTS` (default 10,000) and `TEST_FUZZ_SEED` run it bigger or differently by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -710,11 +710,11 @@ async fn slow_client(addr: SocketAddr, first: &'static [u8], rest: &'static [u8]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_hostile_requests_get_4xx_and_never_reach_the_presigner() {
     let (_mirror, _s3, _dir, app, tasks, known) = world().await;
-    let total: u64 = std::env::var("WW_FUZZ_REQUESTS")
+    let total: u64 = std::env::var("TEST_FUZZ_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let seed: u64 = std::env::var("WW_FUZZ_SEED")
+    let seed: u64 = std::env::var("TEST_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_f022);

@@ -1,6 +1,6 @@
 //! SPEC §8's promises attacked: SIGKILL at random moments, every mirror fault alone and mixed,
 //! a mirror node that misbehaves on purpose, 64 API clients during a backfill, and a disk that
-//! fills up or turns read-only. Sizes fit CI; `WW_CRASH_KILLS` and `WW_FAULT_LOGS` run them
+//! fills up or turns read-only. Sizes fit CI; `TEST_CRASH_KILLS` and `TEST_FAULT_LOGS` run them
 //! bigger by hand.
 
 use std::path::Path;
@@ -62,11 +62,13 @@ async fn assert_consistent(db: &Path, expected: &[Expected]) -> usize {
 
 #[tokio::test]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let kills = knob("WW_CRASH_KILLS", 10);
+    let kills = knob("TEST_CRASH_KILLS", 10);
     let mirror = FakeMirror::start().await;
-    let (logs, expected, poison) = mirror::history(31, 20_000, START, 60 * DAY);
+    // Each run makes a few pages of progress before its kill; the history is long enough
+    // that every requested kill interrupts a backfill still under way.
+    let (logs, expected, poison) = mirror::history(31, (kills * 700).max(20_000), START, 60 * DAY);
     mirror.push_many(logs);
-    mirror.set_latency(Duration::from_millis(2));
+    mirror.set_latency(Duration::from_millis(5));
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::new(&mirror, None, dir.path()).write(dir.path());
     let db = dir.path().join("ww.db");
@@ -84,7 +86,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn");
-        tokio::time::sleep(Duration::from_millis(rng.random_range(30..400))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
         if child.try_wait().expect("wait").is_some() {
             break; // finished before the kill: nothing left to interrupt
         }
@@ -120,7 +122,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
 /// One fault-matrix run: `faults` injected (queue and/or rate) over a backfill, while the API
 /// keeps answering from its cache.
 async fn backfill_through(faults: &[Fault], rate: f64, seed: u64) {
-    let n = knob("WW_FAULT_LOGS", 10_000);
+    let n = knob("TEST_FAULT_LOGS", 10_000);
     let mirror = FakeMirror::start().await;
     let s3 = S3Server::start().await;
     let (logs, expected, poison) = mirror::history(seed, n, START, 40 * DAY);

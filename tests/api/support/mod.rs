@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// A path inside the read-only `shared/` directory beside the repository.
 pub fn shared_path(relative: &str) -> PathBuf {
-    let root = std::env::var_os("WW_SHARED_DIR")
+    let root = std::env::var_os("WEIGHTS_WATCHER_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     root.join(relative)

@@ -251,11 +251,11 @@ impl Poller {
                 cursor = Some(c);
                 commits.buffer(batch);
             }
-            if next.is_none() {
+            let Some(next) = next else {
                 self.drain(&mut commits, &mut total).await?;
                 self.status.page_ok(total.cursor, true);
                 return Ok(total);
-            }
+            };
             if commits.ready() {
                 if let Some(p) = commits.pending.take() {
                     self.settle(p, &mut total).await?;
@@ -263,7 +263,6 @@ impl Poller {
                 commits.start(&self.store, &self.contract);
             }
             debug!(served, cursor = ?cursor.map(|c| c.to_string()), "page decoded");
-            let next = next.unwrap_or_default();
             // A full page always has a `next`; follow it only if it continues from our cursor.
             let Some(c) = cursor else {
                 return Err(PollError::Protocol("a page with a next link but no logs".into()));

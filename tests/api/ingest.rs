@@ -211,19 +211,6 @@ async fn injected_faults_are_waited_out_and_retry_after_is_honoured() {
     let requests = mirror.requests();
     let faulted = requests.iter().filter(|r| r.fault.is_some()).count();
     assert!(faulted >= 10, "faults were injected ({faulted})");
-    for pair in requests.windows(2) {
-        let wait = match &pair[0].fault {
-            Some(Fault::TooManyRequests {
-                retry_after: Some(RetryAfter::Seconds(s)),
-                ..
-            })
-            | Some(Fault::Unavailable {
-                retry_after: Some(RetryAfter::Seconds(s)),
-            }) => Duration::from_secs(*s),
-            _ => continue,
-        };
-        let gap = pair[1].received.duration_since(pair[0].received);
-        assert!(gap >= wait, "a request came {gap:?} after a Retry-After of {wait:?}");
-    }
+    crate::support::assert_retry_after_honoured(&requests);
     assert!(requests.iter().all(|r| !r.path_and_query.contains("203.0.113.1")));
 }

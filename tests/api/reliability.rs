@@ -172,20 +172,7 @@ async fn backfill_through(faults: &[Fault], rate: f64, seed: u64) {
     let requests = mirror.requests();
     let injected = requests.iter().filter(|r| r.fault.is_some()).count();
     assert!(injected >= faults.len().min(2), "faults were injected ({injected})");
-    for pair in requests.windows(2) {
-        let wait = match &pair[0].fault {
-            Some(Fault::TooManyRequests {
-                retry_after: Some(RetryAfter::Seconds(s)),
-                ..
-            })
-            | Some(Fault::Unavailable {
-                retry_after: Some(RetryAfter::Seconds(s)),
-            }) => Duration::from_secs(*s),
-            _ => continue,
-        };
-        let gap = pair[1].received.duration_since(pair[0].received);
-        assert!(gap >= wait, "a request {gap:?} after a Retry-After of {wait:?}");
-    }
+    crate::support::assert_retry_after_honoured(&requests);
     eprintln!(
         "fault matrix {faults:?} rate {rate}: {injected} faults injected over {} requests",
         requests.len()

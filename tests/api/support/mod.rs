@@ -88,3 +88,22 @@ pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: 
         "{what}: lengths differ (the shorter is a prefix of the longer)"
     );
 }
+
+/// Asserts no request followed a `Retry-After` (in seconds) before it elapsed.
+#[track_caller]
+pub fn assert_retry_after_honoured(requests: &[mirror::RequestRecord]) {
+    for pair in requests.windows(2) {
+        let wait = match &pair[0].fault {
+            Some(mirror::Fault::TooManyRequests {
+                retry_after: Some(mirror::RetryAfter::Seconds(s)),
+                ..
+            })
+            | Some(mirror::Fault::Unavailable {
+                retry_after: Some(mirror::RetryAfter::Seconds(s)),
+            }) => std::time::Duration::from_secs(*s),
+            _ => continue,
+        };
+        let gap = pair[1].received.duration_since(pair[0].received);
+        assert!(gap >= wait, "a request came {gap:?} after a Retry-After of {wait:?}");
+    }
+}

@@ -106,11 +106,6 @@ impl App {
         })
     }
 
-    /// The database, for callers that print from it (`task`).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Shared metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

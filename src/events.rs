@@ -69,7 +69,6 @@ enum Role {
 struct Param {
     name: String,
     kind: ParamType,
-    indexed: bool,
     slot: Slot,
     role: Role,
 }
@@ -212,7 +211,6 @@ impl EventSpec {
                 Param {
                     name: pname,
                     kind,
-                    indexed,
                     slot,
                     role,
                 }
@@ -329,11 +327,6 @@ impl EventSpec {
             hash: hash.ok_or("hash missing")?,
             fields,
         })
-    }
-
-    /// Whether a parameter of this name exists and is indexed (for tests and `check`).
-    pub fn is_indexed(&self, name: &str) -> Option<bool> {
-        self.params.iter().find(|p| p.name == name).map(|p| p.indexed)
     }
 }
 

@@ -53,7 +53,7 @@ impl std::fmt::Debug for PresignedUrl {
 }
 
 /// The URL without its query string: safe to log.
-pub fn redact(url: &str) -> &str {
+fn redact(url: &str) -> &str {
     url.split_once('?').map_or(url, |(base, _)| base)
 }
 
@@ -167,12 +167,6 @@ impl Presigner {
     /// How long each URL is valid.
     pub fn ttl(&self) -> Duration {
         self.ttl
-    }
-
-    /// The unsigned object URL of `hash` (what a browser gets 403 for).
-    pub fn object_url(&self, hash: &WeightsHash) -> String {
-        // A valid hash is [A-Za-z0-9._-]: nothing to encode, and never "." or "..".
-        format!("{}{}", self.base, hash.as_str())
     }
 
     /// Current credentials, from the cache or the chain.

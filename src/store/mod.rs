@@ -502,10 +502,26 @@ impl Store {
         )
     }
 
-    /// Closes both pools, checkpointing the WAL.
+    /// Closes both pools, checkpointing the WAL; on return no connection holds the file open.
     pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+        close_pool(&self.read).await;
+        close_pool(&self.write).await;
+    }
+}
+
+/// Closes `pool` and every connection in it. sqlx's `Pool::close` can return with one connection
+/// still open: a connection whose return to the pool (a spawned task, run after its query's
+/// caller has already answered) passed the "closed?" check before `close` began lands in the idle
+/// queue after `close` last looked at it. A further `close` pops and closes it; the loop is
+/// bounded in case a connection is checked out for longer (then it closes on its return).
+async fn close_pool(pool: &SqlitePool) {
+    pool.close().await;
+    for _ in 0..1_000 {
+        if pool.size() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        pool.close().await;
     }
 }
 
@@ -549,6 +565,39 @@ mod tests {
             block_number: Some(7),
             contract_id: "0.0.1".into(),
             fields_json: r#"{"round":"1"}"#.into(),
+        }
+    }
+
+    /// Regression: `Store::close` returned while a reader was still on its way back to the pool,
+    /// so the file stayed open for a few milliseconds more (the storage-fault test saw its
+    /// read-only remount refused as "busy" after the daemon had stopped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_leaves_no_connection_open_even_with_a_query_just_answered() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let open_fds = || {
+            std::fs::read_dir("/proc/self/fd")
+                .expect("fds")
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(dir.path())))
+                .count()
+        };
+        for round in 0..50 {
+            let store = Store::open(&path).await.expect("open");
+            store.migrate().await.expect("migrate");
+            // The answer arrives before the connection is back in the pool; close right then.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let reader = store.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(reader.counts().await);
+            });
+            rx.await.expect("answered").expect("counts");
+            store.close().await;
+            assert_eq!(
+                (store.read.size(), store.write.size(), open_fds()),
+                (0, 0, 0),
+                "round {round}: a connection outlived close"
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WW="$REPO/target/release/weights-watcher"
+WW="${WW:-$REPO/target/release/weights-watcher}"
 FAKE="$REPO/target/release/examples/fake_mirror"
 WORK="${WORK:-$(mktemp -d /tmp/ww-bench.XXXXXX)}"
 PIDS=()

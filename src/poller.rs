@@ -129,6 +129,10 @@ impl Commits {
     }
 }
 
+/// A catch-up storing at least this many rows (a backfill, not a live poll) hands its memory
+/// back to the operating system when it reaches the head.
+const RELEASE_MEMORY_AFTER_ROWS: u64 = 1_000;
+
 /// How many pages in a row may bring nothing new before the server is deemed broken.
 const MAX_STALLED_PAGES: u32 = 3;
 
@@ -188,6 +192,10 @@ impl Poller {
                     }
                     if c.indexed > 0 || c.rejected > 0 {
                         info!(indexed = c.indexed, rejected = c.rejected, cursor = ?c.cursor.map(|c| c.to_string()), "caught up");
+                    }
+                    if c.indexed + c.rejected >= RELEASE_MEMORY_AFTER_ROWS {
+                        // A backfill's caches and buffers are not needed to wait for the next log.
+                        self.store.release_memory().await;
                     }
                     self.interval
                 }

@@ -2,9 +2,10 @@
 //! page commit that makes ingest exactly-once, the URL cache rows and the read queries behind
 //! the HTTP API. It knows nothing about HTTP, the mirror node or signing.
 //!
-//! Two pools over one file: a single-connection writer (SQLite allows one writer at a time;
-//! queueing in the pool is cheaper and fairer than spinning on `SQLITE_BUSY`) and a small
-//! reader pool that WAL lets run alongside it.
+//! Three pools over one file: a single-connection writer (SQLite allows one writer at a time;
+//! queueing in the pool is cheaper and fairer than spinning on `SQLITE_BUSY`), a small reader
+//! pool that WAL lets run alongside it, and a checkpointer that copies committed WAL frames into
+//! the database file (with its fsync) off the writer's path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,12 +175,69 @@ pub struct HashSubmission {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    checkpointer: Checkpointer,
     /// Bumped after every commit that can change an API answer (new submissions, new URLs),
     /// so in-memory renderings of earlier answers know they are stale.
     generation: Arc<AtomicU64>,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows committed since the last checkpoint that start the next one (about 4,000 WAL pages
+/// at the two random-order index pages each row dirties).
+const CHECKPOINT_AFTER_ROWS: u64 = 2_000;
+
+/// The writer's own checkpoint, a backstop in case the checkpointer falls behind: it runs
+/// inside a commit, so it should rarely have anything left to do (pages: 128 MiB of WAL).
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "32768";
+
+/// The WAL file's size once rewound (16 MiB); during a backfill it grows to the backstop.
+const WAL_SIZE_LIMIT_BYTES: &str = "16777216";
+
+/// Background WAL checkpoints on a connection of their own. A checkpoint fsyncs the database
+/// file; done by the writer inside a commit (SQLite's default) it stalled ingest for about 40%
+/// of a long backfill. PASSIVE checkpoints never block the writer or readers, so moving them
+/// here changes no guarantee: commits are still durable the same way (WAL, synchronous=NORMAL).
+#[derive(Debug, Clone)]
+struct Checkpointer {
+    pool: SqlitePool,
+    rows_since: Arc<AtomicU64>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpointer {
+    /// Counts `rows` as committed and starts a checkpoint when enough have piled up and none
+    /// is running. Never waits.
+    fn committed(&self, rows: u64) {
+        let total = self.rows_since.fetch_add(rows, Ordering::AcqRel) + rows;
+        if total >= CHECKPOINT_AFTER_ROWS {
+            self.start();
+        }
+    }
+
+    /// Starts a checkpoint unless one is running. Never waits.
+    fn start(&self) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.rows_since.store(0, Ordering::Release);
+        let this = self.clone();
+        tokio::spawn(async move {
+            // The pool is closed at shutdown: the connection's close checkpoints anyway.
+            let result = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&this.pool)
+                .await;
+            match result {
+                Ok((_, wal_pages, copied)) => tracing::trace!(wal_pages, copied, "checkpoint"),
+                Err(e) if this.pool.is_closed() => tracing::trace!(error = %e, "checkpoint skipped at shutdown"),
+                // Not fatal: the writer's own checkpoint is the backstop; a failing disk shows
+                // in the next commit.
+                Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
+            }
+            this.running.store(false, Ordering::Release);
+        });
+    }
+}
 
 /// Rows per multi-row INSERT: 11 parameters a row stays far below SQLite's 32,766 variables.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -217,7 +275,10 @@ impl Store {
         let writer = options
             .clone()
             .pragma("cache_size", "-8192")
-            .pragma("wal_autocheckpoint", "4000");
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            // A backfill's WAL reaches the backstop (plus a transaction); once caught up, the
+            // file is cut back to this when SQLite next rewinds it.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -227,12 +288,23 @@ impl Store {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| open_err(&e))?;
+        // Opened on first use: `run` needs it, one-shot commands never do.
+        let checkpointer = Checkpointer {
+            pool: SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .idle_timeout(Duration::from_secs(60))
+                .connect_lazy_with(options.pragma("cache_size", "-64")),
+            rows_since: Arc::new(AtomicU64::new(0)),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         Ok(Self {
             write,
             read,
+            checkpointer,
             generation: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -397,6 +469,7 @@ impl Store {
         if outcome.inserted > 0 || !batch.urls.is_empty() {
             self.generation.fetch_add(1, Ordering::Release);
         }
+        self.checkpointer.committed(outcome.inserted + outcome.rejected);
         Ok(outcome)
     }
 
@@ -502,10 +575,36 @@ impl Store {
         )
     }
 
+    /// Hands memory back to the operating system after a backfill: the writer's page cache
+    /// (up to 8 MiB) and whatever the allocator kept of the pages and buffers freed since. The
+    /// cache refills on demand; this costs the next commit a few page reads.
+    pub async fn release_memory(&self) {
+        if let Err(e) = sqlx::query("PRAGMA shrink_memory").execute(&self.write).await {
+            tracing::debug!(error = %e, "shrink_memory failed");
+        }
+        trim_heap();
+        // And copy the backfill's last pages into the database file, so the WAL can rewind.
+        self.checkpointer.start();
+    }
+
     /// Closes both pools, checkpointing the WAL; on return no connection holds the file open.
     pub async fn close(&self) {
+        close_pool(&self.checkpointer.pool).await;
         close_pool(&self.read).await;
         close_pool(&self.write).await;
+    }
+}
+
+/// Returns the allocator's free pages to the operating system. glibc keeps freed memory in
+/// its per-thread arenas (a backfill's buffers stay resident after they are dropped);
+/// `malloc_trim` releases every arena's free pages. Other allocators need nothing here.
+#[allow(unsafe_code)] // the crate's only unsafe: one FFI call with no preconditions
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only inspects and releases the allocator's own free lists; it has no
+    // preconditions and is thread-safe (it takes each arena's lock).
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -566,6 +665,40 @@ mod tests {
             contract_id: "0.0.1".into(),
             fields_json: r#"{"round":"1"}"#.into(),
         }
+    }
+
+    /// Commits reach the database file through the background checkpointer long before the
+    /// writer's own backstop (32,768 WAL pages) would copy them.
+    #[tokio::test]
+    async fn committed_pages_are_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let db_size = || std::fs::metadata(&path).expect("db file").len();
+        let before = db_size();
+        let rows = CHECKPOINT_AFTER_ROWS as u32 + 100;
+        let page = PageBatch {
+            submissions: (0..rows)
+                .map(|i| submission(&(i / 10).to_string(), 1_000 + u64::from(i), 0, &format!("{i:064x}")))
+                .collect(),
+            cursor: Some(Cursor {
+                timestamp: ConsensusTimestamp::new(1_000 + u64::from(rows), 0).expect("ts"),
+                index: 0,
+            }),
+            ..PageBatch::default()
+        };
+        store.commit_page("0.0.1", &page).await.expect("commit");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db_size() < before + 500_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes: no checkpoint ran",
+                db_size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.close().await;
     }
 
     /// Regression: `Store::close` returned while a reader was still on its way back to the pool,

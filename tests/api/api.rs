@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::support::app::{Config, TestApp, spawn_app};
 use crate::support::mirror::{self, FakeMirror};
 use crate::support::s3::S3Server;
-use crate::support::{open_db, stored_submissions};
+use crate::support::{open_db, stored_submissions, weight_hashes};
 
 const START: u64 = 1_700_000_000;
 
@@ -74,7 +74,7 @@ async fn every_url_the_api_hands_out_downloads_the_uploaded_bytes() {
         assert_eq!(code, 200, "task {task}: {body}");
         assert_eq!(body["task_id"], *task);
         let weights = body["weights"].as_array().expect("weights");
-        let got: Vec<&str> = weights.iter().map(|w| w["hash"].as_str().unwrap_or_default()).collect();
+        let got = weight_hashes(&body);
         assert_eq!(
             got,
             hashes.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -601,14 +601,8 @@ async fn a_cached_answer_never_hides_a_new_submission_or_a_stale_url() {
     app.wait_for_status("the new submission", |s| s["submissions_indexed"] == indexed + 1)
         .await;
     let (_, after) = app.get("/v1/tasks/42/weights").await;
-    let hashes: Vec<&str> = after["weights"]
-        .as_array()
-        .expect("weights")
-        .iter()
-        .filter_map(|w| w["hash"].as_str())
-        .collect();
     assert_eq!(
-        hashes,
+        weight_hashes(&after),
         ["weights-42-a", "weights-42-b", "weights-42-c"],
         "the new submission shows at once"
     );

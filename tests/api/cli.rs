@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use crate::support::app::Config;
 use crate::support::mirror::{self, FakeMirror};
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::support::weight_hashes;
 
 fn weights_watcher(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weights-watcher"))
@@ -75,12 +76,7 @@ async fn run_once_prints_one_summary_line_and_task_prints_json() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("task prints JSON");
     assert_eq!(json["task_id"], *task);
-    let hashes: Vec<&str> = json["weights"]
-        .as_array()
-        .expect("weights")
-        .iter()
-        .filter_map(|w| w["hash"].as_str())
-        .collect();
+    let hashes = weight_hashes(&json);
     let want: Vec<&str> = expected
         .iter()
         .filter(|e| e.task_id == *task)

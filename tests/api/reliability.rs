@@ -14,7 +14,9 @@ use weights_watcher::types::ConsensusTimestamp;
 use crate::support::app::{Config, TestApp, options, spawn_app, spawn_app_with};
 use crate::support::mirror::{self, Expected, FakeMirror, Fault, RetryAfter};
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
-use crate::support::{assert_same, open_db, sorted, stored_cursor, stored_rejections, stored_submissions};
+use crate::support::{
+    assert_same, open_db, sorted, stored_cursor, stored_rejections, stored_submissions, weight_hashes,
+};
 
 const START: u64 = 1_580_000_000;
 const DAY: u64 = 86_400;
@@ -407,12 +409,7 @@ async fn sixty_four_api_clients_during_a_backfill_see_consistent_answers() {
                 let (code, body) = app.get(&format!("/v1/tasks/{task}/weights")).await;
                 match code {
                     200 => {
-                        let got: Vec<String> = body["weights"]
-                            .as_array()
-                            .expect("weights")
-                            .iter()
-                            .map(|w| w["hash"].as_str().unwrap_or_default().to_owned())
-                            .collect();
+                        let got: Vec<String> = weight_hashes(&body).into_iter().map(str::to_owned).collect();
                         assert!(
                             truth[task].starts_with(&got),
                             "task {task}: answers are prefixes of the history"

@@ -15,6 +15,16 @@ pub fn shared_path(relative: &str) -> PathBuf {
     root.join(relative)
 }
 
+/// The hashes of a weights answer (`{"weights": [{"hash", …}, …]}`), in its order.
+pub fn weight_hashes(answer: &serde_json::Value) -> Vec<&str> {
+    answer["weights"]
+        .as_array()
+        .expect("weights")
+        .iter()
+        .map(|w| w["hash"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// Every stored submission as (timestamp, index, task, trainer, hash), in chain order.
 pub async fn stored_submissions(db: &std::path::Path) -> Vec<mirror::Expected> {
     let pool = open_db(db).await;

@@ -79,6 +79,16 @@ impl Default for RescanPolicy {
     }
 }
 
+/// Which of a page's hashes are presigned at ingest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Presign {
+    /// Every hash of a page read for the first time (a cache lookup per hash would slow the
+    /// backfill; a hash that repeats across pages is re-signed, which is harmless).
+    EveryHash,
+    /// Only hashes with no cached URL: the late-arrival sweep re-reads logs already indexed.
+    UncachedOnly,
+}
+
 /// A transaction of whole pages running while the next page is fetched.
 struct PendingCommit {
     handle: tokio::task::JoinHandle<Result<crate::store::PageOutcome, StoreError>>,
@@ -254,7 +264,7 @@ impl Poller {
             };
             let served = page.logs.len();
             let before = cursor;
-            let (batch, next) = self.build_batch(page, cursor).await?;
+            let (batch, next) = self.build_batch(page, cursor, Presign::EveryHash).await?;
             if let Some(c) = batch.cursor {
                 cursor = Some(c);
                 commits.buffer(batch);
@@ -336,7 +346,8 @@ impl Poller {
         loop {
             let request = PageRequest::Between(position, cursor.timestamp);
             let page = self.client.fetch(&request, cancel, |_| {}).await?;
-            let (mut batch, next) = self.build_batch(page, Some(position)).await?;
+            // Most of the window was indexed already: only a late arrival's hash needs a URL.
+            let (mut batch, next) = self.build_batch(page, Some(position), Presign::UncachedOnly).await?;
             let Some(last) = batch.cursor.take() else {
                 return Ok(found);
             };
@@ -353,7 +364,12 @@ impl Poller {
 
     /// Decodes a page into a batch. Logs at or before `cursor` were handled already (a retry,
     /// an overlapping or repeated page) and are skipped.
-    async fn build_batch(&self, page: Page, cursor: Option<Cursor>) -> Result<(PageBatch, Option<String>), PollError> {
+    async fn build_batch(
+        &self,
+        page: Page,
+        cursor: Option<Cursor>,
+        presign: Presign,
+    ) -> Result<(PageBatch, Option<String>), PollError> {
         let mut batch = PageBatch::default();
         let mut last = cursor;
         let mut new_hashes = BTreeMap::new();
@@ -404,6 +420,9 @@ impl Poller {
         // Presign at ingest so the first click is a cache hit. A failure loses nothing: the
         // submission is stored and its URL is made on the first lookup.
         for hash in new_hashes.into_keys() {
+            if presign == Presign::UncachedOnly && self.store.cached_url(hash.as_str()).await?.is_some() {
+                continue;
+            }
             match self.presigner.presign(&hash).await {
                 Ok(u) => {
                     self.metrics.presigns.inc();

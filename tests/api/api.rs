@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::app::{Config, TestApp, spawn_app};
+use weights_watcher::app::AppOptions;
+use weights_watcher::poller::RescanPolicy;
+
+use crate::support::app::{Config, TestApp, options, spawn_app, spawn_app_with};
 use crate::support::mirror::{self, FakeMirror};
 use crate::support::s3::S3Server;
 use crate::support::{open_db, stored_submissions, weight_hashes};
@@ -641,5 +644,66 @@ async fn a_cached_answer_never_hides_a_new_submission_or_a_stale_url() {
         expires > std::time::SystemTime::now() + Duration::from_secs(300),
         "at least refresh_before left"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_late_arrival_sweep_presigns_only_the_late_arrivals() {
+    let mirror = FakeMirror::start().await;
+    let s3 = S3Server::start().await;
+    for i in 0..5 {
+        let hash = format!("on-time-{i}");
+        mirror.push(mirror::weights_submitted((START + i, 0), 0, 7, [7; 20], &hash, i));
+        s3.put(&hash, &object_bytes(&hash));
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let config = Config::new(&mirror, Some(&s3), dir.path());
+    let rescan = RescanPolicy {
+        every: Duration::from_millis(100),
+        window: Duration::from_secs(3600),
+    };
+    let app = spawn_app_with(
+        &config,
+        AppOptions {
+            rescan,
+            ..options(Some(&s3))
+        },
+    )
+    .await;
+    app.wait_for_status("the first logs", |s| s["submissions_indexed"] == 5)
+        .await;
+    assert_eq!(presigns(&app), 5, "one presign per hash at ingest");
+    let sweeps = || {
+        mirror
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("timestamp=lte:"))
+            .count()
+    };
+    let wait_for_sweeps = |n: usize| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while sweeps() < n {
+            assert!(tokio::time::Instant::now() < deadline, "no sweep ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_for_sweeps(3).await;
+    assert_eq!(presigns(&app), 5, "sweeps over indexed logs presign nothing");
+
+    // A log older than the cursor appears late: the sweep stores it and presigns its hash only.
+    mirror.push(mirror::weights_submitted((START + 2, 500), 0, 8, [8; 20], "late", 9));
+    s3.put("late", &object_bytes("late"));
+    app.wait_for_status("the late arrival", |s| s["submissions_indexed"] == 6)
+        .await;
+    assert_eq!(presigns(&app), 6, "the late arrival was presigned at ingest");
+    wait_for_sweeps(sweeps() + 3).await;
+    assert_eq!(presigns(&app), 6, "and only once");
+    let (code, body) = app.get("/v1/tasks/8/weights").await;
+    assert_eq!(code, 200, "{body}");
+    let url = body["weights"][0]["url"].as_str().expect("url");
+    let response = reqwest::get(url).await.expect("download");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.expect("body").as_ref(), object_bytes("late"));
+    assert_eq!(presigns(&app), 6, "the lookup was a cache hit");
     app.stop().await;
 }

@@ -574,9 +574,11 @@ fn validate(raw: RawConfig) -> Result<Settings, String> {
         return Err(format!("[storage] url_ttl = {:?} must be whole seconds", s.url_ttl));
     }
     let refresh_before = duration("storage", "refresh_before", &s.refresh_before)?;
-    if refresh_before >= url_ttl {
+    // A URL's validity counts from the whole second it was signed in, so a fresh one has
+    // between url_ttl - 1 s and url_ttl left.
+    if refresh_before + Duration::from_secs(1) > url_ttl {
         return Err(format!(
-            "[storage] refresh_before = {:?} must be shorter than url_ttl = {:?}, or every URL would be presigned again on each lookup",
+            "[storage] refresh_before = {:?} must be shorter than url_ttl = {:?} by 1 s or more, or every URL would be presigned again on each lookup",
             s.refresh_before, s.url_ttl
         ));
     }
@@ -725,6 +727,11 @@ mod tests {
             &base.replace("refresh_before = \"5m\"", "refresh_before = \"2h\""),
             &[],
             &["refresh_before", "shorter than url_ttl"],
+        );
+        assert_error(
+            &base.replace("refresh_before = \"5m\"", "refresh_before = \"3599500ms\""),
+            &[],
+            &["refresh_before", "3599500ms", "by 1 s or more"],
         );
         assert_error(
             &base.replace("[log]", "[log]\nformt = \"x\""),

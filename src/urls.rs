@@ -34,11 +34,11 @@ pub struct UrlCache {
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// Whether a URL expiring at `expires_at` (unix seconds) still has `refresh_before` left at
+/// `now` (since the epoch), compared to the nanosecond: whole seconds would hand out a URL
+/// with up to a second less than promised.
+fn fresh(expires_at: i64, now: Duration, refresh_before: Duration) -> bool {
+    u64::try_from(expires_at).is_ok_and(|e| Duration::from_secs(e) >= now.saturating_add(refresh_before))
 }
 
 impl UrlCache {
@@ -65,7 +65,10 @@ impl UrlCache {
 
     /// Whether a URL expiring at `expires_at` (unix seconds) has `refresh_before` left.
     pub fn is_fresh_at(&self, expires_at: i64) -> bool {
-        expires_at - now_secs() >= self.refresh_before.as_secs() as i64
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        fresh(expires_at, now, self.refresh_before)
     }
 
     /// A fresh URL for `hash`, which the caller has checked is a known, indexed hash.
@@ -116,5 +119,23 @@ impl UrlCache {
         if Arc::strong_count(&lock) <= 2 {
             map.remove(hash);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_fresh_only_with_the_whole_margin_left() {
+        let margin = Duration::from_secs(10);
+        assert!(fresh(100, Duration::from_secs(90), margin), "exactly the margin left");
+        assert!(
+            !fresh(100, Duration::from_millis(90_500), margin),
+            "9.5 s left of a 10 s margin"
+        );
+        assert!(fresh(100, Duration::from_millis(89_999), margin));
+        assert!(!fresh(100, Duration::from_secs(101), margin), "expired");
+        assert!(!fresh(-1, Duration::ZERO, margin), "a nonsense expiry is never fresh");
     }
 }

@@ -74,7 +74,8 @@ struct Answer {
 const ANSWER_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 impl AnswerCache {
-    fn get(&self, task_id: &str, generation: u64, now: i64) -> Option<Bytes> {
+    fn get(&self, task_id: &str, generation: Option<u64>, now: i64) -> Option<Bytes> {
+        let generation = generation?;
         let entries = self.entries.read().ok()?;
         let answer = entries.0.get(task_id)?;
         (answer.generation == generation && now < answer.fresh_until).then(|| answer.body.clone())
@@ -254,6 +255,7 @@ async fn task_weights(
             .into_response()
     };
     // Fastest: this answer was rendered since the last write and its URLs are still fresh.
+    // Read before the database: an answer is kept only if no write began meanwhile.
     let generation = state.store.generation();
     let now = unix_now();
     if let Some(body) = state.answers.get(task_id.as_str(), generation, now) {
@@ -274,15 +276,20 @@ async fn task_weights(
             task_id.as_str(),
             rendered.weights
         ));
-        let fresh_until = earliest - state.urls.refresh_before().as_secs() as i64;
-        state.answers.put(
-            task_id.as_str(),
-            Answer {
-                body: body.clone(),
-                generation,
-                fresh_until,
-            },
-        );
+        // Kept only if no write began or ended while it was read: it is then the current answer.
+        if let Some(generation) = generation
+            && state.store.generation() == Some(generation)
+        {
+            let fresh_until = earliest - state.urls.refresh_before().as_secs() as i64;
+            state.answers.put(
+                task_id.as_str(),
+                Answer {
+                    body: body.clone(),
+                    generation,
+                    fresh_until,
+                },
+            );
+        }
         return Ok(json(body));
     }
     // Some URL is missing or about to expire: refresh each as needed.

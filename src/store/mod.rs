@@ -176,9 +176,42 @@ pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
     checkpointer: Checkpointer,
-    /// Bumped after every commit that can change an API answer (new submissions, new URLs),
-    /// so in-memory renderings of earlier answers know they are stale.
-    generation: Arc<AtomicU64>,
+    /// Tells in-memory renderings of API answers whether the database changed since.
+    generation: Arc<Generation>,
+}
+
+/// Counts the commits that can change an API answer (new submissions, new URLs). While one is
+/// under way its rows may already be visible to readers, so there is no current generation.
+#[derive(Debug, Default)]
+struct Generation {
+    changes: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Generation {
+    fn current(&self) -> Option<u64> {
+        // Read twice around the in-flight count: a change that ended in between is seen.
+        let before = self.changes.load(Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        (self.changes.load(Ordering::SeqCst) == before).then_some(before)
+    }
+
+    /// Marks a change as under way until the guard drops (after its commit, or on failure).
+    fn change(&self) -> ChangeGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        ChangeGuard(self)
+    }
+}
+
+struct ChangeGuard<'a>(&'a Generation);
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.changes.fetch_add(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -302,7 +335,7 @@ impl Store {
             write,
             read,
             checkpointer,
-            generation: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(Generation::default()),
         })
     }
 
@@ -337,9 +370,11 @@ impl Store {
         Ok(())
     }
 
-    /// The write generation: it changes whenever an answer of the API may have changed.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// The write generation: it changes whenever an answer of the API may have changed, and
+    /// is `None` while such a change is being committed. An answer rendered from the database
+    /// may be reused while the generation is still the one read before rendering it.
+    pub fn generation(&self) -> Option<u64> {
+        self.generation.current()
     }
 
     /// Checks that the database answers a read.
@@ -462,10 +497,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let changes_answers = outcome.inserted > 0 || !batch.urls.is_empty();
+        let change = changes_answers.then(|| self.generation.change());
         tx.commit().await?;
-        if outcome.inserted > 0 || !batch.urls.is_empty() {
-            self.generation.fetch_add(1, Ordering::Release);
-        }
+        drop(change);
         self.checkpointer.committed(outcome.inserted + outcome.rejected);
         Ok(outcome)
     }
@@ -548,6 +583,7 @@ impl Store {
 
     /// Stores a freshly presigned URL for `hash`, replacing the old one.
     pub async fn put_url(&self, hash: &str, url: &CachedUrl) -> Result<(), StoreError> {
+        let _change = self.generation.change();
         sqlx::query(
             "INSERT INTO presigned_urls (weights_hash, url, expires_at, presigned_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (weights_hash) DO UPDATE SET url = excluded.url, expires_at = excluded.expires_at, \
@@ -559,7 +595,6 @@ impl Store {
         .bind(now_secs())
         .execute(&self.write)
         .await?;
-        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -662,6 +697,51 @@ mod tests {
             contract_id: "0.0.1".into(),
             fields_json: r#"{"round":"1"}"#.into(),
         }
+    }
+
+    /// A rendered API answer may be reused only while the generation read before rendering it
+    /// is still current: it changes with every commit that can change an answer, and there is
+    /// none while such a commit is under way (its rows may already be visible).
+    #[tokio::test]
+    async fn the_generation_changes_with_answers_and_is_unknown_mid_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("t.db")).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let cursor = |secs| {
+            Some(Cursor {
+                timestamp: ConsensusTimestamp::new(secs, 0).expect("ts"),
+                index: 0,
+            })
+        };
+        let g0 = store.generation().expect("no write under way");
+        let nothing_new = PageBatch {
+            cursor: cursor(1_000),
+            ..PageBatch::default()
+        };
+        store.commit_page("0.0.1", &nothing_new).await.expect("commit");
+        assert_eq!(store.generation(), Some(g0), "a cursor move changes no answer");
+
+        let change = store.generation.change();
+        assert_eq!(store.generation(), None, "a change under way");
+        drop(change);
+        let g1 = store.generation().expect("the change ended");
+        assert_ne!(g1, g0);
+
+        let new_row = PageBatch {
+            submissions: vec![submission("1", 1_001, 0, &"a".repeat(64))],
+            cursor: cursor(1_001),
+            ..PageBatch::default()
+        };
+        store.commit_page("0.0.1", &new_row).await.expect("commit");
+        let g2 = store.generation().expect("committed");
+        assert_ne!(g2, g1, "a new submission");
+        let url = CachedUrl {
+            url: "https://example.invalid/x".into(),
+            expires_at: 1,
+        };
+        store.put_url(&"a".repeat(64), &url).await.expect("put");
+        assert_ne!(store.generation(), Some(g2), "a new URL");
+        store.close().await;
     }
 
     /// Commits reach the database file through the background checkpointer long before the

@@ -30,7 +30,7 @@ use crate::support::s3::S3Server;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Bound on every single wait in this file (a DevTools answer, a page load, a download).
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// What the existing UI does, reduced to its two steps. The API's base URL comes from `?api=`.
 /// `download(hash)` resolves to "downloading" or to "refused: <error>", and also puts it in the

@@ -154,8 +154,12 @@ async fn logs_appended_while_running_are_indexed_by_the_next_poll() {
     let newest = (START + 3 * DAY, 0);
     mirror.push(mirror::weights_submitted(newest, 0, 77, [7; 20], "fresh-weights", 1));
     mirror.push(mirror::weights_submitted(newest, 1, 77, [7; 20], "fresh-weights-2", 1));
+    // The count comes from the database, the cursor from the poller once its commit returned:
+    // wait for both.
     let status = app
-        .wait_for_status("the new logs", |s| s["submissions_indexed"] == n + 2)
+        .wait_for_status("the new logs and the cursor after them", |s| {
+            s["submissions_indexed"] == n + 2 && s["cursor"]["index"] == 1
+        })
         .await;
     assert_eq!(status["cursor"]["timestamp"], format!("{}.000000000", newest.0));
     assert_eq!(status["cursor"]["index"], 1);

@@ -25,7 +25,7 @@ use crate::support::{assert_same, sorted, stored_cursor, stored_rejections, stor
 const BIN: &str = env!("CARGO_BIN_EXE_weights-watcher");
 const START: u64 = 1_700_000_000;
 /// Bound on every wait for a condition (never a timing assertion).
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 /// SPEC §8: SIGTERM ends the process with exit 0 within 5 s.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use sqlx::Connection;
 use weights_watcher::app::AppOptions;
 use weights_watcher::poller::RescanPolicy;
 use weights_watcher::types::ConsensusTimestamp;
@@ -15,7 +16,7 @@ use crate::support::app::{Config, TestApp, options, spawn_app, spawn_app_with};
 use crate::support::mirror::{self, Expected, FakeMirror, Fault, RetryAfter};
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use crate::support::{
-    assert_same, open_db, sorted, stored_cursor, stored_rejections, stored_submissions, weight_hashes,
+    assert_same, open_connection, sorted, stored_rejections, stored_snapshot, stored_submissions, weight_hashes,
 };
 
 const START: u64 = 1_580_000_000;
@@ -35,22 +36,22 @@ async fn assert_consistent(db: &Path, expected: &[Expected]) -> usize {
     if !db.exists() {
         return 0; // killed before the daemon created its database
     }
-    let pool = open_db(db).await;
+    let mut conn = open_connection(db).await;
     let (check,): (String,) = sqlx::query_as("PRAGMA integrity_check")
-        .fetch_one(&pool)
+        .fetch_one(&mut conn)
         .await
         .expect("integrity_check");
     assert_eq!(check, "ok", "PRAGMA integrity_check");
     let migrated: Option<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master WHERE name = 'poller_cursor'")
-        .fetch_optional(&pool)
+        .fetch_optional(&mut conn)
         .await
         .expect("schema");
-    pool.close().await;
+    conn.close().await.expect("close");
     if migrated.is_none() {
         return 0; // killed before the first migration committed
     }
-    let stored = stored_submissions(db).await;
-    let Some(cursor) = stored_cursor(db).await else {
+    let (stored, cursor) = stored_snapshot(db).await;
+    let Some(cursor) = cursor else {
         assert!(stored.is_empty(), "rows without a cursor");
         return 0;
     };
@@ -272,7 +273,7 @@ async fn readyz_says_why_while_the_mirror_fails_and_recovers_after() {
     app.wait_for_status("first poll", |s| s["last_poll_ok"] == true).await;
     assert_eq!(app.get("/readyz").await.0, 200);
     mirror.set_fault_rate(1.0, vec![Fault::Unavailable { retry_after: None }]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let reason = loop {
         let (code, body) = app.get("/readyz").await;
         if code == 503 {
@@ -286,7 +287,7 @@ async fn readyz_says_why_while_the_mirror_fails_and_recovers_after() {
     let (_, status) = app.get("/v1/status").await;
     assert_eq!(status["last_poll_ok"], false);
     mirror.clear_faults();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while app.get("/readyz").await.0 != 200 {
         assert!(tokio::time::Instant::now() < deadline, "readyz never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -532,11 +533,9 @@ async fn a_full_or_read_only_disk_is_reported_and_recovered_from_exactly() {
             1,
         ));
     }
-    let path = config.write(
-        &std::env::temp_dir()
-            .join(format!("ww-ro-{}", std::process::id()))
-            .tap_mkdir(),
-    );
+    // The config file itself sits on a writable directory.
+    let config_dir = tempfile::tempdir().expect("dir");
+    let path = config.write(config_dir.path());
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_weights-watcher"))
         .arg("--config")
         .arg(&path)
@@ -569,15 +568,4 @@ async fn a_full_or_read_only_disk_is_reported_and_recovered_from_exactly() {
     assert_eq!(stored.len(), expected.len() + 5);
     assert_same(&stored[..expected.len()], &expected, "the history, once");
     assert_eq!(stored_rejections(&db).await, sorted(poison));
-}
-
-trait TapMkdir {
-    fn tap_mkdir(self) -> Self;
-}
-
-impl TapMkdir for std::path::PathBuf {
-    fn tap_mkdir(self) -> Self {
-        std::fs::create_dir_all(&self).expect("mkdir");
-        self
-    }
 }

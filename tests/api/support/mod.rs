@@ -7,6 +7,8 @@ pub mod s3;
 
 use std::path::PathBuf;
 
+use sqlx::Connection;
+
 /// A path inside the read-only `shared/` directory beside the repository.
 pub fn shared_path(relative: &str) -> PathBuf {
     let root = std::env::var_os("WEIGHTS_WATCHER_SHARED_DIR")
@@ -27,15 +29,32 @@ pub fn weight_hashes(answer: &serde_json::Value) -> Vec<&str> {
 
 /// Every stored submission as (timestamp, index, task, trainer, hash), in chain order.
 pub async fn stored_submissions(db: &std::path::Path) -> Vec<mirror::Expected> {
-    let pool = open_db(db).await;
+    let mut conn = open_connection(db).await;
+    let rows = submissions_on(&mut conn).await;
+    conn.close().await.expect("close");
+    rows
+}
+
+/// The stored submissions and the committed cursor, read in one transaction, so that a
+/// daemon still committing cannot slip a page in between the two reads.
+pub async fn stored_snapshot(db: &std::path::Path) -> (Vec<mirror::Expected>, Option<String>) {
+    let mut conn = open_connection(db).await;
+    let mut tx = conn.begin().await.expect("begin");
+    let rows = submissions_on(&mut tx).await;
+    let cursor = cursor_on(&mut tx).await;
+    tx.commit().await.expect("commit");
+    conn.close().await.expect("close");
+    (rows, cursor)
+}
+
+async fn submissions_on(conn: &mut sqlx::SqliteConnection) -> Vec<mirror::Expected> {
     let rows: Vec<(String, i64, String, Option<String>, String)> = sqlx::query_as(
         "SELECT consensus_timestamp, log_index, task_id, trainer, weights_hash FROM weights_submissions \
          ORDER BY consensus_ns, log_index",
     )
-    .fetch_all(&pool)
+    .fetch_all(conn)
     .await
     .expect("query submissions");
-    pool.close().await;
     rows.into_iter()
         .map(|(timestamp, index, task_id, trainer, hash)| mirror::Expected {
             timestamp,
@@ -47,37 +66,52 @@ pub async fn stored_submissions(db: &std::path::Path) -> Vec<mirror::Expected> {
         .collect()
 }
 
+async fn cursor_on(conn: &mut sqlx::SqliteConnection) -> Option<String> {
+    let row: Option<(String, i64)> = sqlx::query_as("SELECT consensus_timestamp, log_index FROM poller_cursor")
+        .fetch_optional(conn)
+        .await
+        .expect("query cursor");
+    row.map(|(t, i)| format!("{t}/{i}"))
+}
+
 /// Every quarantined log as (timestamp, index), sorted.
 pub async fn stored_rejections(db: &std::path::Path) -> Vec<(String, u32)> {
-    let pool = open_db(db).await;
+    let mut conn = open_connection(db).await;
     let mut rows: Vec<(String, i64)> = sqlx::query_as("SELECT consensus_timestamp, log_index FROM rejected_logs")
-        .fetch_all(&pool)
+        .fetch_all(&mut conn)
         .await
         .expect("query rejected");
-    pool.close().await;
+    conn.close().await.expect("close");
     rows.sort();
     rows.into_iter().map(|(t, i)| (t, i as u32)).collect()
 }
 
 /// The committed cursor as "timestamp/index".
 pub async fn stored_cursor(db: &std::path::Path) -> Option<String> {
-    let pool = open_db(db).await;
-    let row: Option<(String, i64)> = sqlx::query_as("SELECT consensus_timestamp, log_index FROM poller_cursor")
-        .fetch_optional(&pool)
-        .await
-        .expect("query cursor");
-    pool.close().await;
-    row.map(|(t, i)| format!("{t}/{i}"))
+    let mut conn = open_connection(db).await;
+    let cursor = cursor_on(&mut conn).await;
+    conn.close().await.expect("close");
+    cursor
 }
 
-/// A plain connection to a test database.
-pub async fn open_db(db: &std::path::Path) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
+fn connect_options(db: &std::path::Path) -> sqlx::sqlite::SqliteConnectOptions {
+    sqlx::sqlite::SqliteConnectOptions::new()
         .filename(db)
-        .busy_timeout(std::time::Duration::from_secs(5));
-    sqlx::SqlitePool::connect_with(options)
+        .busy_timeout(std::time::Duration::from_secs(5))
+}
+
+/// A pool on a test database.
+pub async fn open_db(db: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect_with(connect_options(db))
         .await
         .expect("open test database")
+}
+
+/// One connection to a test database; closed (file released) when its `close` returns, which
+/// a pool does not promise.
+pub async fn open_connection(db: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    connect_options(db).connect().await.expect("open test database")
 }
 
 /// Sorts expected poison positions the way `stored_rejections` does.

@@ -133,12 +133,11 @@ async fn the_ui_flow_downloads_the_exact_object_and_other_origins_are_refused() 
         outcome.starts_with("refused: TypeError"),
         "the page at {other_origin} (not in cors_allowed_origins) must be refused by CORS; it said {outcome:?}"
     );
-    let cors_errors = chrome.console_mentioning("has been blocked by CORS policy");
-    assert!(
-        !cors_errors.is_empty(),
-        "the fetch failed but Chromium logged no CORS refusal, so it failed for another reason; console: {:?}",
-        chrome.console_mentioning("")
-    );
+    // The console entry may arrive after the evaluation's answer: wait (bounded) for it. A fetch
+    // that failed for another reason logs no CORS refusal and fails here.
+    chrome
+        .wait_for_console("has been blocked by CORS policy", "Chromium's CORS refusal")
+        .await;
     assert_eq!(
         std::fs::read_dir(&downloads).expect("list downloads").count(),
         1,
@@ -398,8 +397,13 @@ impl Chromium {
         }
     }
 
-    fn console_mentioning(&self, needle: &str) -> Vec<String> {
-        self.console.iter().filter(|t| t.contains(needle)).cloned().collect()
+    /// Waits (bounded) until a console entry mentions `needle`.
+    async fn wait_for_console(&mut self, needle: &str, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.console.iter().any(|t| t.contains(needle)) {
+            let message = self.next_message(deadline, what).await;
+            self.keep_event(message);
+        }
     }
 
     /// Asks the browser to quit, then makes sure it has.

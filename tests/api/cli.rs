@@ -9,9 +9,11 @@ use crate::support::mirror::{self, FakeMirror};
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use crate::support::weight_hashes;
 
-fn weights_watcher(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weights-watcher"))
-        .arg("--config")
+/// The real binary with `config`, run from the config's directory (where the shipped config's
+/// relative database path lands) and a clean environment.
+fn command(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weights-watcher"));
+    cmd.arg("--config")
         .arg(config)
         .args(args)
         .env_clear()
@@ -19,9 +21,15 @@ fn weights_watcher(config: &Path, args: &[&str]) -> Output {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the binary")
+        .env("RUST_LOG", "warn");
+    if let Some(dir) = config.parent().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+fn weights_watcher(config: &Path, args: &[&str]) -> Output {
+    command(config, args).output().expect("run the binary")
 }
 
 /// Runs the binary in a blocking thread so the in-process fake servers keep serving.
@@ -233,8 +241,7 @@ fn every_configuration_mistake_exits_2_naming_file_key_and_fix() {
     // An environment override is checked the same way.
     let path = dir.path().join("ok.toml");
     std::fs::write(&path, &shipped).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_weights-watcher"))
-        .args(["--config", &path.display().to_string(), "migrate"])
+    let out = command(&path, &["migrate"])
         .env("WW_STORAGE__URL_TTL", "30d")
         .output()
         .expect("run");

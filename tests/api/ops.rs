@@ -508,6 +508,8 @@ async fn check(secret: &str, breakage: impl FnOnce(&World, &mut Config)) -> Ende
     let migrated = run_to_end(binary(&world.write_config(), &["migrate"])).await;
     assert_eq!(migrated.status.code(), Some(0), "migrate:\n{}", migrated.stderr);
     let mut config = world.config.clone();
+    // `check` tries each request once: give it a slow machine's patience.
+    config.set("mirror", "request_timeout", "\"10s\"");
     breakage(&world, &mut config);
     world.config = config;
     let path = world.write_config();
@@ -593,11 +595,16 @@ async fn check_names_an_unknown_contract() {
 
 #[tokio::test]
 async fn check_names_an_unreachable_mirror() {
-    let closed = free_port();
+    // Bound but never listening for the whole test: connections are refused, and no other
+    // test's server can take the port meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let closed = socket.local_addr().expect("addr").port();
     let ended = check(SECRET_KEY, |_, c| {
         c.set("mirror", "base_url", &format!("\"http://127.0.0.1:{closed}\""));
     })
     .await;
+    drop(socket);
     assert_names(&ended, "mirror node", "unreachable");
 }
 

@@ -407,6 +407,8 @@ async fn sixty_four_api_clients_during_a_backfill_see_consistent_answers() {
     }
     let final_by_task = std::sync::Arc::new(final_by_task);
     let total = expected.len() as i64;
+    // Ends a stalled run instead of hanging; never reached by a working one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let mut clients = Vec::new();
     for c in 0..64u64 {
         let app = app.clone();
@@ -435,6 +437,10 @@ async fn sixty_four_api_clients_during_a_backfill_see_consistent_answers() {
                 if status["submissions_indexed"] == total {
                     return answered;
                 }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the backfill never finished under load: {status}"
+                );
             }
         }));
     }

@@ -190,11 +190,25 @@ async fn run_to_end(cmd: Command) -> Ended {
     Daemon::spawn(cmd).wait_from(Instant::now()).await
 }
 
-/// A loopback port that was free a moment ago (the daemon must be told its port up front:
-/// READY has to be checked against a known address).
+/// A loopback port for the daemon, told up front (READY has to be checked against a known
+/// address). Taken below the kernel's ephemeral range: a port from `bind(0)` could be handed
+/// to another test's socket or outgoing connection before the daemon binds it; one down here
+/// only to the same random draw.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    listener.local_addr().expect("probe addr").port()
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
+        .max(10_001);
+    let mut rng = rand::rng();
+    for _ in 0..1_000 {
+        let port = rng.random_range(10_000..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 10000 and {ephemeral_low}")
 }
 
 fn http() -> reqwest::Client {

@@ -66,7 +66,9 @@ LUA
   # wrk keeps its clock running after the thread stops: a duration of 10 ms per task is ample.
   wrk -t1 -c1 -d"$((COLD / 100 + 3))s" --latency -s "$WORK/cold.lua" "$url" | tee "$WORK/wrkcold.txt"
 fi
-curl -fs "$url/v1/tasks/1/weights" | head -c 300 >&2; echo >&2
+# A sample answer (through a file: `curl | head` fails under pipefail when head exits first).
+curl -fs "$url/v1/tasks/1/weights" >"$WORK/sample.json"
+head -c 300 "$WORK/sample.json" >&2; echo >&2
 wrk -t2 -c"$CONNECTIONS" -d3s -s "$WORK/rotate.lua" "$url" >/dev/null # warm-up
 echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency (rotating task ids)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/rotate.lua" "$url" | tee "$WORK/wrk64.txt"

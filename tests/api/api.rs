@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use weights_watcher::app::AppOptions;
-use weights_watcher::poller::RescanPolicy;
-
-use crate::support::app::{Config, TestApp, options, spawn_app, spawn_app_with};
+use crate::support::app::{Config, TestApp, spawn_app, spawn_app_sweeping};
 use crate::support::mirror::{self, FakeMirror};
 use crate::support::s3::S3Server;
 use crate::support::{open_db, stored_submissions, weight_hashes};
@@ -658,18 +655,7 @@ async fn the_late_arrival_sweep_presigns_only_the_late_arrivals() {
     }
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::new(&mirror, Some(&s3), dir.path());
-    let rescan = RescanPolicy {
-        every: Duration::from_millis(100),
-        window: Duration::from_secs(3600),
-    };
-    let app = spawn_app_with(
-        &config,
-        AppOptions {
-            rescan,
-            ..options(Some(&s3))
-        },
-    )
-    .await;
+    let app = spawn_app_sweeping(&config, Some(&s3), Duration::from_millis(100)).await;
     app.wait_for_status("the first logs", |s| s["submissions_indexed"] == 5)
         .await;
     assert_eq!(presigns(&app), 5, "one presign per hash at ingest");

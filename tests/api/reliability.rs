@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use sqlx::Connection;
-use weights_watcher::app::AppOptions;
-use weights_watcher::poller::RescanPolicy;
 use weights_watcher::types::ConsensusTimestamp;
 
-use crate::support::app::{Config, TestApp, options, spawn_app, spawn_app_with};
+use crate::support::app::{Config, TestApp, spawn_app, spawn_app_sweeping};
 use crate::support::mirror::{self, Expected, FakeMirror, Fault, RetryAfter};
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use crate::support::{
@@ -312,18 +310,7 @@ async fn a_mirror_that_misbehaves_on_purpose_loses_nothing() {
     mirror.push(short_topics);
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::new(&mirror, None, dir.path());
-    let rescan = RescanPolicy {
-        every: Duration::from_millis(200),
-        window: Duration::from_secs(3600),
-    };
-    let app = spawn_app_with(
-        &config,
-        AppOptions {
-            rescan,
-            ..options(None)
-        },
-    )
-    .await;
+    let app = spawn_app_sweeping(&config, None, Duration::from_millis(200)).await;
     app.wait_for_status("the first logs", |s| {
         s["submissions_indexed"] == 2 && s["logs_rejected"] == 2
     })

@@ -14,7 +14,7 @@ use weights_watcher::config::Settings;
 use weights_watcher::events::EventSpec;
 use weights_watcher::metrics::Metrics;
 use weights_watcher::mirror::RetryPolicy;
-use weights_watcher::poller::CatchUp;
+use weights_watcher::poller::{CatchUp, RescanPolicy};
 
 use super::mirror::FakeMirror;
 use super::s3::S3Server;
@@ -144,6 +144,15 @@ pub async fn spawn_app_with(config: &Config, options: AppOptions) -> TestApp {
         cancel,
         task,
     }
+}
+
+/// Starts the daemon with a late-arrival sweep every `every` over the last hour.
+pub async fn spawn_app_sweeping(config: &Config, s3: Option<&S3Server>, every: Duration) -> TestApp {
+    let rescan = RescanPolicy {
+        every,
+        window: Duration::from_secs(3600),
+    };
+    spawn_app_with(config, AppOptions { rescan, ..options(s3) }).await
 }
 
 /// `run --once` in-process.

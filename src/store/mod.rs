@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -235,7 +235,7 @@ const WRITER_AUTOCHECKPOINT_PAGES: &str = "32768";
 struct Checkpointer {
     pool: SqlitePool,
     rows_since: Arc<AtomicU64>,
-    running: Arc<std::sync::atomic::AtomicBool>,
+    running: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -329,7 +329,7 @@ impl Store {
                 .idle_timeout(Duration::from_secs(60))
                 .connect_lazy_with(options.pragma("cache_size", "-64")),
             rows_since: Arc::new(AtomicU64::new(0)),
-            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            running: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self {
             write,
@@ -619,7 +619,7 @@ impl Store {
         self.checkpointer.start();
     }
 
-    /// Closes both pools, checkpointing the WAL; on return no connection holds the file open.
+    /// Closes every pool, checkpointing the WAL; on return no connection holds the file open.
     pub async fn close(&self) {
         close_pool(&self.checkpointer.pool).await;
         close_pool(&self.read).await;
